@@ -1,0 +1,145 @@
+"""The command line: `livefeat serve`, `livefeat load`, `livefeat demo`.
+
+Every flag also reads from its LIVEFEAT_* environment variable (settings.py);
+a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from service import logs
+from service.core.codec import Row
+from service.core.registry import load_registry
+from service.errors import LivefeatError
+from service.settings import Settings
+from service.store.l1 import L1Cache
+from service.store.rocks import RocksTier
+from service.store.tiered import TieredStore
+
+DEMO_MARKER = "DEMO_LOADED"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, help="registry YAML (LIVEFEAT_REGISTRY)")
+    p.add_argument("--data-dir", type=Path, help="RocksDB and demo files (LIVEFEAT_DATA_DIR)")
+    p.add_argument("--redis-url", help="Redis URL; none: embedded mode (LIVEFEAT_REDIS_URL)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `livefeat`."""
+    top = argparse.ArgumentParser(prog="livefeat", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve HTTP (and gRPC) from the data dir")
+    _common(serve)
+    serve.add_argument("--http-host", help="(LIVEFEAT_HTTP_HOST, default 0.0.0.0)")
+    serve.add_argument("--http-port", type=int, help="(LIVEFEAT_HTTP_PORT, default 8080)")
+    serve.add_argument("--grpc-port", type=int, help="(LIVEFEAT_GRPC_PORT, default 50051)")
+    load = sub.add_parser("load", help="load a Parquet file into one view")
+    load.add_argument("view")
+    load.add_argument("file", type=Path)
+    _common(load)
+    load.add_argument("--batch-rows", type=int, default=50_000, help="rows per write batch")
+    demo = sub.add_parser("demo", help="generate the standard workload and load it")
+    _common(demo)
+    demo.add_argument("--force", action="store_true", help="generate and load again")
+    demo.add_argument("--small", action="store_true", help="a small workload (tests)")
+    return top
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    names = set(Settings.model_fields)
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return Settings(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `livefeat`; returns the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        logs.setup(settings.log_level)
+        if args.command == "serve":
+            from service.server import run
+
+            run(settings)
+        elif args.command == "load":
+            result = asyncio.run(_load(settings, args.view, args.file, args.batch_rows))
+            print(result)
+        else:
+            _demo(settings, args.force, args.small)
+    except (LivefeatError, ValidationError) as exc:
+        print(f"livefeat {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _open_store(settings: Settings) -> TieredStore[Row]:
+    from service.server import open_tiers
+
+    return TieredStore(L1Cache(0, 1.0), open_tiers(settings, for_load=True))
+
+
+async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> str:
+
+    registry = load_registry(settings.registry)
+    if view not in registry.views:
+        raise LivefeatError(f"no view {view!r} in {settings.registry}")
+    store = _open_store(settings)
+    return await _load_into(store, registry.views[view], path, batch_rows)
+
+
+async def _load_into(store: TieredStore[Any], plan: Any, path: Path, batch_rows: int) -> str:
+    import pyarrow.parquet as pq
+
+    from service.load import load_file
+
+    total = pq.ParquetFile(path).metadata.num_rows if path.exists() else None
+    started = time.perf_counter()
+    try:
+        with tqdm(total=total, unit="rows", unit_scale=True, desc=plan.name, disable=None) as bar:
+            result = await load_file(plan, path, store, batch_rows, bar.update)
+        for tier in store.tiers:
+            if isinstance(tier, RocksTier):
+                tier.flush()
+    finally:
+        await store.close()
+    seconds = time.perf_counter() - started
+    return (f"{plan.name}: {result.rows} rows in {seconds:.1f} s ({result.rows / seconds:,.0f} rows/s): "
+            f"{result.written} written, {result.ignored} ignored as not newer")  # fmt: skip
+
+
+def _demo(settings: Settings, force: bool, small: bool) -> None:
+    from service.workload import WorkloadSpec, write_parquet
+
+    data_dir = Path(settings.data_dir)
+    marker = data_dir / DEMO_MARKER
+    if marker.exists() and not force:
+        print(f"demo data already loaded in {data_dir} ({marker.read_text().strip()}); "
+              "--force loads it again")  # fmt: skip
+        return
+    spec = WorkloadSpec.small() if small else WorkloadSpec()
+    registry = load_registry(settings.registry)
+    out = data_dir / "demo-parquet"
+    out.mkdir(parents=True, exist_ok=True)
+    now_ms = time.time_ns() // 1_000_000
+    total = spec.n_users + spec.n_rooms + spec.n_pairs
+    with tqdm(total=total, unit="rows", unit_scale=True, desc="generate", disable=None) as bar:
+        files = write_parquet(spec, out, now_ms, bar.update)
+    for view, path in files.items():
+        if view not in registry.views:
+            raise LivefeatError(f"the registry {settings.registry} has no view {view!r}")
+        store = _open_store(settings)
+        print(asyncio.run(_load_into(store, registry.views[view], path, 50_000)))
+    marker.write_text(f"{spec}, event_time_ms={now_ms}\n")

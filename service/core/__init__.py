@@ -1,0 +1,1 @@
+"""The serving core: registry, row codec, bundle assembly. Front ends call only this."""

@@ -1,0 +1,231 @@
+"""The stored form of one (view, entity) row, and its decoded, pre-rendered form.
+
+Stored value (written once, at load or push time; read by every tier)::
+
+    header  <B I q   format (1), schema version (u32), event_time_ms (i64)
+    fixed   scalar features in registry order: int64 <q, double <d, float <f, bool ?
+            then float vectors in registry order, dim x <f
+    tail    string features in registry order, each <H length + UTF-8 bytes
+
+Why a packed struct layout (measured on the room view of the standard workload,
+24 features, Python 3.11, one core): struct 321 B, encode 2.8 us, decode 2.6 us;
+msgpack 298 B, encode 2.2 us, decode 1.7 us. They cost the same per row, but the
+fixed-width layout carries no names or type tags (Redis memory target) and lets
+numpy encode a whole Parquet batch in one vectorised pass (`encode_columns`),
+and decode many rows' numeric parts with one `np.frombuffer` for the gRPC matrix.
+
+A row is decoded once, when it enters L1, into a `Row` that carries the JSON
+fragment the HTTP front end joins into responses; requests never convert
+features one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+FORMAT = 1
+HEADER = struct.Struct("<BIq")
+HEADER_SIZE = HEADER.size  # 13 bytes
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_STRING_BYTES = 65535
+
+TYPES = ("int64", "double", "float", "string", "bool", "float_vector")
+_SCALAR_CODE = {"int64": "q", "double": "d", "float": "f", "bool": "?"}
+_SCALAR_DTYPE = {"int64": "<i8", "double": "<f8", "float": "<f4", "bool": "?"}
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class CorruptValue(ValueError):
+    """A stored value does not match the view's layout (format or schema version)."""
+
+
+def event_time_of(value: bytes) -> int:
+    """The event time (ms since the epoch) of a stored value, read from its header."""
+    return int.from_bytes(value[5:13], "little", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One feature of a view: name, type, vector dim (0 for scalars) and default."""
+
+    name: str
+    type: str
+    dim: int
+    default: Any
+
+
+class Row:
+    """A decoded row as L1 holds it: event time and the pre-rendered JSON fragment.
+
+    `json` is the inside of a JSON object, `"view.feature":value,...`, in registry
+    order, ready to be joined with other fragments.
+    """
+
+    __slots__ = ("event_time_ms", "json")
+
+    def __init__(self, event_time_ms: int, json: bytes) -> None:
+        self.event_time_ms = event_time_ms
+        self.json = json
+
+    def __repr__(self) -> str:
+        return f"<Row event_time_ms={self.event_time_ms} {len(self.json)} B>"
+
+
+def check_value(feature: Feature, value: Any) -> Any:
+    """Return `value` normalised for `feature`, or raise ValueError with the reason."""
+    kind = feature.type
+    if kind == "int64":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer (int64), got {_show(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("integer out of the int64 range")
+        return value
+    if kind in ("double", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number ({kind}), got {_show(value)}")
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_show(value)}")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_show(value)}")
+        if len(value.encode()) > MAX_STRING_BYTES:
+            raise ValueError(f"string longer than {MAX_STRING_BYTES} bytes")
+        return value
+    if not isinstance(value, list | tuple) or len(value) != feature.dim:
+        raise ValueError(f"expected a list of {feature.dim} numbers, got {_show(value)}")
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            raise ValueError(f"expected a list of {feature.dim} finite numbers")
+    return [float(x) for x in value]
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value, default=repr).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def schema_version(features: Sequence[Feature]) -> int:
+    """A u32 fingerprint of the stored layout (names, types, dims; not defaults)."""
+    layout = ";".join(f"{f.name}:{f.type}:{f.dim}" for f in features)
+    return zlib.crc32(layout.encode())
+
+
+class ViewCodec:
+    """Encodes and decodes the rows of one view. Immutable; built once at start."""
+
+    def __init__(self, view: str, features: Sequence[Feature]) -> None:
+        self.view = view
+        self.features = tuple(features)
+        self.version = schema_version(self.features)
+        self._names = [f"{view}.{f.name}" for f in self.features]
+        scalars = [f for f in self.features if f.type in _SCALAR_CODE]
+        vectors = [f for f in self.features if f.type == "float_vector"]
+        self._strings = [f for f in self.features if f.type == "string"]
+        self._scalars = scalars
+        self._vectors = vectors
+        self._struct = struct.Struct("<" + "".join(_SCALAR_CODE[f.type] for f in scalars))
+        self._scalar_keys = [f"{view}.{f.name}" for f in scalars]
+        self._float_keys = {f"{view}.{f.name}" for f in scalars if f.type == "float"}
+        offset = HEADER_SIZE + self._struct.size
+        self._vector_slots = []
+        for f in vectors:
+            self._vector_slots.append((f"{view}.{f.name}", offset, f.dim))
+            offset += 4 * f.dim
+        self.fixed_size = offset
+        self._string_keys = [f"{view}.{f.name}" for f in self._strings]
+        fields: list[Any] = [("_fmt", "u1"), ("_ver", "<u4"), ("_t", "<i8")]
+        fields += [(f.name, _SCALAR_DTYPE[f.type]) for f in scalars]
+        fields += [(f.name, "<f4", (f.dim,)) for f in vectors]
+        self.dtype = np.dtype(fields)
+        assert self.dtype.itemsize == self.fixed_size
+        self.default_values = {f.name: f.default for f in self.features}
+        self.default_row = self.decode_row(self.encode(0, self.default_values))
+
+    def __repr__(self) -> str:
+        return f"<ViewCodec {self.view} v{self.version:08x} {len(self.features)} features>"
+
+    def encode(self, event_time_ms: int, values: Mapping[str, Any]) -> bytes:
+        """Encode one complete, already checked row (every feature present)."""
+        head = HEADER.pack(FORMAT, self.version, event_time_ms)
+        fixed = self._struct.pack(*[values[f.name] for f in self._scalars])
+        vecs = b"".join(struct.pack(f"<{f.dim}f", *values[f.name]) for f in self._vectors)
+        return head + fixed + vecs + self._encode_strings([values[f.name] for f in self._strings])
+
+    @staticmethod
+    def _encode_strings(strings: Sequence[str]) -> bytes:
+        parts = []
+        for s in strings:
+            data = s.encode()
+            parts.append(len(data).to_bytes(2, "little") + data)
+        return b"".join(parts)
+
+    def encode_columns(self, event_times_ms: np.ndarray, columns: Mapping[str, Any]) -> list[bytes]:
+        """Encode a batch: numpy arrays per scalar/vector feature, lists of str for strings.
+
+        Vector columns are 2-D float32 arrays (rows x dim). Values must be checked.
+        """
+        n = len(event_times_ms)
+        fixed = np.zeros(n, dtype=self.dtype)
+        fixed["_fmt"] = FORMAT
+        fixed["_ver"] = self.version
+        fixed["_t"] = event_times_ms
+        for f in (*self._scalars, *self._vectors):
+            fixed[f.name] = columns[f.name]
+        raw = fixed.tobytes()
+        w = self.fixed_size
+        if not self._strings:
+            return [raw[i * w : (i + 1) * w] for i in range(n)]
+        tails = [
+            self._encode_strings(t)
+            for t in zip(*[columns[f.name] for f in self._strings], strict=True)
+        ]
+        return [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
+
+    def _check_header(self, buf: bytes) -> int:
+        fmt, version, event_time_ms = HEADER.unpack_from(buf)
+        if fmt != FORMAT or version != self.version or len(buf) < self.fixed_size:
+            raise CorruptValue(
+                f"{self.view}: stored value does not match layout v{self.version:08x}"
+            )
+        return int(event_time_ms)
+
+    def _decode(self, buf: bytes) -> tuple[int, dict[str, Any]]:
+        event_time_ms = self._check_header(buf)
+        out: dict[str, Any] = dict.fromkeys(self._names)
+        out.update(zip(self._scalar_keys, self._struct.unpack_from(buf, HEADER_SIZE), strict=True))
+        for key in self._float_keys:
+            out[key] = np.float32(out[key])
+        for key, offset, dim in self._vector_slots:
+            out[key] = np.frombuffer(buf, "<f4", dim, offset)
+        pos = self.fixed_size
+        for key in self._string_keys:
+            size = int.from_bytes(buf[pos : pos + 2], "little")
+            out[key] = buf[pos + 2 : pos + 2 + size].decode()
+            pos += 2 + size
+        return event_time_ms, out
+
+    def decode_row(self, buf: bytes) -> Row:
+        """Decode a stored value into the form L1 keeps. Raises CorruptValue."""
+        event_time_ms, out = self._decode(buf)
+        return Row(event_time_ms, orjson.dumps(out, option=_JSON_OPTS)[1:-1])
+
+    def decode_values(self, buf: bytes) -> tuple[int, dict[str, Any]]:
+        """Decode a stored value into (event_time_ms, {feature: plain Python value})."""
+        event_time_ms, out = self._decode(buf)
+        cut = len(self.view) + 1
+        return event_time_ms, orjson.loads(
+            orjson.dumps({k[cut:]: v for k, v in out.items()}, option=_JSON_OPTS)
+        )

@@ -1,0 +1,190 @@
+"""The registry: YAML (the format of DESIGN.md) validated and compiled once, at start.
+
+`load_registry(path)` returns an immutable `Registry` whose `ViewPlan`s and
+`BundlePlan`s carry everything a request needs (codec, key prefix, max age,
+pre-encoded status fragments), so a request does no registry work.
+Errors are `RegistryError`s naming the file, the view and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.core.codec import Feature, ViewCodec, check_value
+from service.core.status import Status
+from service.errors import RegistryError
+
+NAME = r"^[a-z][a-z0-9_]{0,63}$"
+RESERVED = {"user_id", "room_id", "event_time", "id"}
+ROLES = {"user": ("user_id",), "room": ("room_id",), "user_room": ("user_id", "room_id")}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    type: Literal["int64", "double", "float", "string", "bool", "float_vector"]
+    default: Any = None
+    dim: int | None = Field(default=None, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _dim_for_vectors(self) -> FeatureSpec:
+        if (self.type == "float_vector") != (self.dim is not None):
+            raise ValueError("dim is required for float_vector and only for it")
+        return self
+
+
+class ViewSpec(_Strict):
+    entity: str
+    max_age_s: float = Field(gt=0)
+    storage_ttl_s: int = Field(gt=0)
+    features: dict[str, FeatureSpec] = Field(min_length=1)
+
+
+class EntitySpec(_Strict):
+    key: str | list[str]
+
+
+class RegistrySpec(_Strict):
+    entities: dict[str, EntitySpec]
+    views: dict[str, ViewSpec]
+    bundles: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPlan:
+    """Everything about one view that a read or a write needs, compiled once."""
+
+    name: str
+    entity: str
+    key_columns: tuple[str, ...]
+    max_age_ms: int
+    storage_ttl_s: int
+    codec: ViewCodec
+    key_prefix: bytes
+    status_json: dict[Status, bytes] = field(repr=False)
+
+    def key(self, *ids: int) -> bytes:
+        """The storage key of the row of entity `ids` (one id, or user_id, room_id)."""
+        return self.key_prefix + b":".join(b"%d" % i for i in ids)
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePlan:
+    """The views a bundle reads for the user, each room, and each (user, room) pair."""
+
+    name: str
+    user: tuple[ViewPlan, ...]
+    room: tuple[ViewPlan, ...]
+    user_room: tuple[ViewPlan, ...]
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The compiled registry: immutable views and bundles, and the source document."""
+
+    path: str
+    views: MappingProxyType[str, ViewPlan]
+    bundles: MappingProxyType[str, BundlePlan]
+    document: dict[str, Any] = field(repr=False)
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Read, validate and compile a registry file. Raises RegistryError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the registry: {exc.strerror}") from exc
+    return parse_registry(text, str(path))
+
+
+def parse_registry(text: str, source: str = "<registry>") -> Registry:
+    """Validate and compile a registry document. Raises RegistryError."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from exc
+    try:
+        spec = RegistrySpec.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RegistryError(f"{source}: {where}: {first['msg']}{more}") from None
+    return _compile(spec, document, source)
+
+
+def _compile(spec: RegistrySpec, document: dict[str, Any], source: str) -> Registry:
+    def fail(where: str, reason: str) -> RegistryError:
+        return RegistryError(f"{source}: {where}: {reason}")
+
+    for name, entity in spec.entities.items():
+        keys = (entity.key,) if isinstance(entity.key, str) else tuple(entity.key)
+        if name in ROLES and keys != ROLES[name]:
+            raise fail(f"entities.{name}.key", f"must be {list(ROLES[name])}")
+    views: dict[str, ViewPlan] = {}
+    for vname, view in spec.views.items():
+        where = f"views.{vname}"
+        if not re.match(NAME, vname):
+            raise fail(where, "a view name is lower_snake_case, at most 64 characters")
+        if view.entity not in spec.entities:
+            raise fail(f"{where}.entity", f"unknown entity {view.entity!r}")
+        ekey = spec.entities[view.entity].key
+        features = [_feature(fail, f"{where}.features.{n}", n, f) for n, f in view.features.items()]
+        codec = ViewCodec(vname, features)
+        status_json = {s: b'"%s":"%s"' % (vname.encode(), s.name.encode()) for s in Status}
+        views[vname] = ViewPlan(
+            name=vname,
+            entity=view.entity,
+            key_columns=(ekey,) if isinstance(ekey, str) else tuple(ekey),
+            max_age_ms=int(view.max_age_s * 1000),
+            storage_ttl_s=view.storage_ttl_s,
+            codec=codec,
+            key_prefix=b"%s:%08x:" % (vname.encode(), codec.version),
+            status_json=status_json,
+        )
+    bundles = {}
+    for bname, roles in spec.bundles.items():
+        plans: dict[str, tuple[ViewPlan, ...]] = {}
+        for role, names in roles.items():
+            if role not in ROLES:
+                raise fail(f"bundles.{bname}.{role}", f"must be one of {sorted(ROLES)}")
+            for i, vname in enumerate(names):
+                if vname not in views:
+                    raise fail(f"bundles.{bname}.{role}.{i}", f"unknown view {vname!r}")
+                if views[vname].entity != role:
+                    raise fail(
+                        f"bundles.{bname}.{role}.{i}", f"view {vname!r} is not a {role} view"
+                    )
+            plans[role] = tuple(views[v] for v in names)
+        if "user" not in plans and "room" not in plans:
+            raise fail(f"bundles.{bname}", "a bundle needs user or room views")
+        bundles[bname] = BundlePlan(
+            bname, plans.get("user", ()), plans.get("room", ()), plans.get("user_room", ())
+        )
+    return Registry(source, MappingProxyType(views), MappingProxyType(bundles), document)
+
+
+def _feature(fail: Any, where: str, name: str, spec: FeatureSpec) -> Feature:
+    if not re.match(NAME, name) or name in RESERVED:
+        raise fail(where, f"a feature name is lower_snake_case and not one of {sorted(RESERVED)}")
+    dim = spec.dim or 0
+    default = spec.default
+    if default is None:
+        default = {"int64": 0, "double": 0.0, "float": 0.0, "string": "", "bool": False}.get(
+            spec.type, [0.0] * dim
+        )
+    feature = Feature(name, spec.type, dim, default)
+    try:
+        return Feature(name, spec.type, dim, check_value(feature, default))
+    except ValueError as exc:
+        raise fail(f"{where}.default", str(exc)) from None

@@ -1,0 +1,264 @@
+"""The core both front ends call: bundle assembly, feature reads, pushes.
+
+Per request it builds keys from the compiled plans, asks the tiered store for
+every row in one call, and decides each row's status (FOUND, STALE past
+max_age_s, DEFAULTED, UNAVAILABLE). Wire encoding is the front ends' job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service import metrics
+from service.core.codec import Row, check_value
+from service.core.registry import BundlePlan, Registry, ViewPlan
+from service.core.status import Status
+from service.core.validate import check_event_time, check_id, check_ids, check_pair
+from service.errors import InvalidArgument, NotFound, TooLarge
+from service.store.tiered import UNAVAILABLE, TieredStore
+
+FOUND, STALE, DEFAULTED, UNAVAIL = Status.FOUND, Status.STALE, Status.DEFAULTED, Status.UNAVAILABLE
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class ViewRows:
+    """One view's rows for a list of entities, aligned with the entities' ids.
+
+    `ages_ms[i]` is -1 where no stored value was served.
+    """
+
+    plan: ViewPlan
+    rows: list[Row]
+    statuses: list[Status]
+    ages_ms: list[int]
+
+
+@dataclass(slots=True)
+class BundleResult:
+    """What a bundle request gets: user, rooms (request order), user x room pairs."""
+
+    bundle: str
+    user_id: int
+    room_ids: list[int]
+    user: list[ViewRows]
+    rooms: list[ViewRows]
+    pairs: list[ViewRows]
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """Counts of a push: rows written, rows ignored as not newer than what is stored."""
+
+    written: int
+    ignored: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request size limits."""
+
+    max_ids: int = 2000
+    max_push_rows: int = 10_000
+
+
+class FeatureService:
+    """The serving core. `clock_ms` returns wall-clock milliseconds (injected for tests)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: TieredStore[Row],
+        limits: Limits = Limits(),
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.limits = limits
+        self._clock_ms = clock_ms
+        self._write_lock = asyncio.Lock()
+        self._served = {
+            name: [metrics.SERVED_ROWS.labels(name, s.name) for s in Status]
+            for name in registry.views
+        }
+
+    def __repr__(self) -> str:
+        return f"<FeatureService {len(self.registry.views)} views {self.store!r}>"
+
+    def bundle_plan(self, name: Any) -> BundlePlan:
+        """The compiled bundle `name`. Raises NotFound."""
+        plan = self.registry.bundles.get(name) if isinstance(name, str) else None
+        if plan is None:
+            raise NotFound("bundle", f"no bundle named {name!r}")
+        return plan
+
+    def view_plan(self, name: Any, field: str = "view") -> ViewPlan:
+        """The compiled view `name`. Raises NotFound."""
+        plan = self.registry.views.get(name) if isinstance(name, str) else None
+        if plan is None:
+            raise NotFound(field, f"no view named {name!r}")
+        return plan
+
+    async def get_bundle(self, bundle: Any, user_id: Any, room_ids: Any) -> BundleResult:
+        """Assemble `bundle` for one user and its candidate rooms (order and duplicates kept)."""
+        plan = self.bundle_plan(bundle)
+        uid = check_id("user_id", user_id)
+        rids = check_ids("room_ids", room_ids, self.limits.max_ids)
+        groups: list[tuple[ViewPlan, list[bytes]]] = [(v, [v.key(uid)]) for v in plan.user]
+        groups += [(v, [v.key_prefix + b"%d" % r for r in rids]) for v in plan.room]
+        pair_prefix = b"%d:" % uid
+        groups += [
+            (v, [v.key_prefix + pair_prefix + b"%d" % r for r in rids]) for v in plan.user_room
+        ]
+        views = await self._read(groups)
+        n_user = len(plan.user)
+        n_room = len(plan.room)
+        return BundleResult(
+            plan.name, uid, rids, views[:n_user], views[n_user : n_user + n_room],
+            views[n_user + n_room :],
+        )  # fmt: skip
+
+    async def get_features(self, view: Any, ids: Any) -> tuple[list[Any], ViewRows]:
+        """Rows of one view for `ids` (ids, or [user_id, room_id] pairs for pair views)."""
+        plan = self.view_plan(view)
+        if not isinstance(ids, list) or not ids:
+            raise InvalidArgument("ids", "expected a non-empty list")
+        if len(ids) > self.limits.max_ids:
+            raise TooLarge("ids", f"{len(ids)} ids, at most {self.limits.max_ids} per request")
+        if len(plan.key_columns) == 2:
+            checked: list[Any] = [check_pair(f"ids[{i}]", p) for i, p in enumerate(ids)]
+            keys = [plan.key(*p) for p in checked]
+        else:
+            checked = check_ids("ids", ids, self.limits.max_ids)
+            keys = [plan.key(i) for i in checked]
+        return checked, (await self._read([(plan, keys)]))[0]
+
+    async def _read(self, groups: Sequence[tuple[ViewPlan, list[bytes]]]) -> list[ViewRows]:
+        keys: list[bytes] = []
+        decoders: list[Callable[[bytes], Row]] = []
+        for plan, view_keys in groups:
+            keys += view_keys
+            decoders += [plan.codec.decode_row] * len(view_keys)
+        got = await self.store.get_many(keys, decoders)
+        now = self._clock_ms()
+        out = []
+        start = 0
+        for plan, view_keys in groups:
+            end = start + len(view_keys)
+            out.append(self._resolve(plan, got[start:end], now))
+            start = end
+        return out
+
+    def _resolve(self, plan: ViewPlan, got: list[Any], now: int) -> ViewRows:
+        default = plan.codec.default_row
+        max_age = plan.max_age_ms
+        rows: list[Row] = []
+        statuses: list[Status] = []
+        ages: list[int] = []
+        for row in got:
+            if row is None or row is UNAVAILABLE:
+                rows.append(default)
+                statuses.append(DEFAULTED if row is None else UNAVAIL)
+                ages.append(-1)
+            else:
+                age = now - row.event_time_ms
+                rows.append(row)
+                statuses.append(STALE if age > max_age else FOUND)
+                ages.append(age)
+        counters = self._served[plan.name]
+        for status in Status:
+            count = statuses.count(status)
+            if count:
+                counters[status - 1].inc(count)
+        return ViewRows(plan, rows, statuses, ages)
+
+    async def push(self, view: Any, rows: Any, source: str = "push") -> PushResult:
+        """Write rows of one view (newest event wins). All checked before anything is written.
+
+        Features a row leaves out keep their stored values (or defaults).
+        """
+        plan = self.view_plan(view)
+        if not isinstance(rows, list) or not rows:
+            raise InvalidArgument("rows", "expected a non-empty list of rows")
+        if len(rows) > self.limits.max_push_rows:
+            raise TooLarge("rows", f"{len(rows)} rows, at most {self.limits.max_push_rows}")
+        checked = [self._check_row(plan, f"rows[{i}]", r) for i, r in enumerate(rows)]
+        async with self._write_lock:
+            partial = [key for key, _, values in checked if len(values) < len(plan.codec.features)]
+            stored = dict(zip(partial, await self.store.get_stored(partial), strict=True))
+            items = []
+            for key, event_time_ms, values in checked:
+                base = stored.get(key)
+                full = dict(plan.codec.default_values)
+                if base is not None:
+                    full.update(plan.codec.decode_values(base)[1])
+                full.update(values)
+                items.append((key, plan.codec.encode(event_time_ms, full)))
+            written = sum(await self.store.put_many(items))
+        ignored = len(items) - written
+        metrics.WRITTEN_ROWS.labels(plan.name, source, "written").inc(written)
+        metrics.WRITTEN_ROWS.labels(plan.name, source, "ignored").inc(ignored)
+        return PushResult(written, ignored)
+
+    def _check_row(self, plan: ViewPlan, field: str, row: Any) -> tuple[bytes, int, dict[str, Any]]:
+        if not isinstance(row, dict):
+            raise InvalidArgument(field, "expected an object with id, event_time_ms and values")
+        unknown = set(row) - {"id", "event_time_ms", "values"}
+        if unknown:
+            raise InvalidArgument(f"{field}.{sorted(unknown)[0]}", "unknown field")
+        if "id" not in row:
+            raise InvalidArgument(f"{field}.id", "required")
+        if len(plan.key_columns) == 2:
+            key = plan.key(*check_pair(f"{field}.id", row["id"]))
+        else:
+            key = plan.key(check_id(f"{field}.id", row["id"]))
+        event_time_ms = check_event_time(f"{field}.event_time_ms", row.get("event_time_ms"))
+        values = row.get("values")
+        if not isinstance(values, dict) or not values:
+            raise InvalidArgument(f"{field}.values", "expected a non-empty object of features")
+        features = {f.name: f for f in plan.codec.features}
+        out = {}
+        for name, value in values.items():
+            if name not in features:
+                raise NotFound(f"{field}.values.{name}", f"view {plan.name!r} has no such feature")
+            try:
+                out[name] = check_value(features[name], value)
+            except ValueError as exc:
+                raise InvalidArgument(f"{field}.values.{name}", str(exc)) from None
+        return key, event_time_ms, out
+
+    async def inspect(self, view: Any, entity_id: Any) -> dict[str, Any]:
+        """The value of one row in each tier, with its event time and age (for /debug)."""
+        plan = self.view_plan(view)
+        if len(plan.key_columns) == 2:
+            key = plan.key(*check_pair("id", entity_id))
+        else:
+            key = plan.key(check_id("id", entity_id))
+        now = self._clock_ms()
+        tiers: dict[str, Any] = {}
+        for name, raw in (await self.store.inspect(key)).items():
+            if isinstance(raw, Row) or raw is None:
+                tiers[name] = _describe_l1(raw, now)
+            elif isinstance(raw, Exception):
+                tiers[name] = {"present": False, "error": str(raw)}
+            else:
+                event_time_ms, values = plan.codec.decode_values(raw)
+                tiers[name] = {
+                    "present": True, "event_time_ms": event_time_ms,
+                    "age_ms": now - event_time_ms, "values": values,
+                }  # fmt: skip
+        return {"view": plan.name, "key": key.decode(), "tiers": tiers}
+
+
+def _describe_l1(row: Row | None, now: int) -> dict[str, Any]:
+    if row is None:
+        return {"present": False}
+    return {"present": True, "event_time_ms": row.event_time_ms, "age_ms": now - row.event_time_ms}

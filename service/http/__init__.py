@@ -1,0 +1,1 @@
+"""The HTTP front end (FastAPI on uvicorn): translates JSON <-> core types, maps errors."""

@@ -1,0 +1,153 @@
+"""The FastAPI app: thin routes over the core, one error table, raw JSON on hot routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import metrics
+from service.core.service import FeatureService
+from service.errors import (
+    InvalidArgument,
+    LivefeatError,
+    NotFound,
+    RequestError,
+    TierError,
+    TooLarge,
+)
+from service.http import schemas
+from service.http.encode import encode_bundle, encode_features
+from service.http.middleware import MetricsMiddleware
+
+JSON = "application/json"
+# Looked up along the exception's __mro__: the most specific entry wins.
+STATUS_OF: dict[type[Exception], int] = {
+    NotFound: 404,
+    TooLarge: 413,
+    InvalidArgument: 422,
+    RequestError: 400,
+    TierError: 503,
+    LivefeatError: 500,
+}
+
+
+class MalformedBody(InvalidArgument):
+    """The body is not a JSON object."""
+
+
+STATUS_OF[MalformedBody] = 400
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def error_response(exc: Exception) -> Response:
+    """The JSON error body and status for any exception (the one mapping table)."""
+    status = next((STATUS_OF[c] for c in type(exc).__mro__ if c in STATUS_OF), 500)
+    if isinstance(exc, RequestError):
+        return _json(exc.to_dict(), status)
+    return _json({"error": type(exc).__name__, "field": "", "reason": str(exc)}, status)
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge("body", f"{declared} bytes, at most {limit}")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise TooLarge("body", f"{len(raw)} bytes, at most {limit}")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedBody("body", "expected a JSON object")
+    return body
+
+
+def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
+    """The HTTP front end over `core`. `app.state.draining` turns /readyz false."""
+    app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
+    app.state.draining = False
+    app.add_middleware(MetricsMiddleware)
+
+    @app.exception_handler(LivefeatError)
+    async def _livefeat_error(_: Request, exc: LivefeatError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return _json({"error": "InvalidArgument", "field": field, "reason": first["msg"]}, 422)
+
+    @app.post("/v1/bundle", response_model=schemas.BundleResponse,
+              openapi_extra=schemas.body_doc(schemas.BundleRequest))  # fmt: skip
+    async def bundle(request: Request) -> Response:
+        """Features of one user, its candidate rooms and the user x room pairs."""
+        body = await _body(request, max_body_bytes)
+        result = await core.get_bundle(
+            body.get("bundle"), body.get("user_id"), body.get("room_ids")
+        )
+        metrics.BATCH_SIZE.labels("/v1/bundle").observe(len(result.room_ids))
+        return Response(encode_bundle(result), media_type=JSON)
+
+    @app.post("/v1/features", response_model=schemas.FeaturesResponse,
+              openapi_extra=schemas.body_doc(schemas.FeaturesRequest))  # fmt: skip
+    async def features(request: Request) -> Response:
+        """Rows of one view for a list of ids."""
+        body = await _body(request, max_body_bytes)
+        ids, rows = await core.get_features(body.get("view"), body.get("ids"))
+        return Response(encode_features(rows.plan.name, ids, rows), media_type=JSON)
+
+    @app.post("/v1/push", response_model=schemas.PushResponse,
+              openapi_extra=schemas.body_doc(schemas.PushRequest))  # fmt: skip
+    async def push(request: Request) -> Response:
+        """Write rows durably; older events than what is stored are ignored."""
+        body = await _body(request, max_body_bytes)
+        unknown = set(body) - {"view", "rows"}
+        if unknown:
+            raise InvalidArgument(sorted(unknown)[0], "unknown field")
+        result = await core.push(body.get("view"), body.get("rows"))
+        return _json({"view": body["view"], "written": result.written, "ignored": result.ignored})
+
+    @app.get("/v1/registry")
+    async def registry() -> Response:
+        """The registry document the service was started with."""
+        return _json(core.registry.document)
+
+    @app.get("/debug/entity/{view}/{entity_id}")
+    async def debug_entity(view: str, entity_id: str) -> Response:
+        """The row in every tier, with its event time and age. Pairs: `user_id:room_id`."""
+        parts = entity_id.split(":")
+        if not all(p.isdigit() for p in parts) or len(parts) > 2:
+            raise InvalidArgument("id", "expected an integer id, or user_id:room_id")
+        ids = [int(p) for p in parts]
+        return _json(await core.inspect(view, ids if len(ids) == 2 else ids[0]))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """Liveness: the process answers."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: not draining, and a durable tier can answer."""
+        if app.state.draining:
+            return _json({"status": "draining"}, 503)
+        if not await core.store.ready():
+            return _json({"status": "no storage tier can answer"}, 503)
+        return _json({"status": "ready"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

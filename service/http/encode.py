@@ -1,0 +1,50 @@
+"""JSON bodies assembled from the pre-rendered row fragments (no per-feature work)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from service.core.service import BundleResult, ViewRows
+
+_ENTITY = b'{"id":%s,"features":{%s},"status":{%s}}'
+
+
+def encode_entities(ids: Sequence[bytes], views: Sequence[ViewRows]) -> bytes:
+    """`[{"id":..,"features":{..},"status":{..}}, ...]` without the brackets."""
+    if len(views) == 1:  # the common case: one view per entity
+        v = views[0]
+        sj = v.plan.status_json
+        return b",".join(
+            [_ENTITY % (i, r.json, sj[s]) for i, r, s in zip(ids, v.rows, v.statuses, strict=True)]
+        )
+    out = []
+    for n, i in enumerate(ids):
+        features = b",".join(v.rows[n].json for v in views)
+        status = b",".join(v.plan.status_json[v.statuses[n]] for v in views)
+        out.append(_ENTITY % (i, features, status))
+    return b",".join(out)
+
+
+def encode_bundle(r: BundleResult) -> bytes:
+    """The /v1/bundle body of DESIGN.md."""
+    rids = [b"%d" % i for i in r.room_ids]
+    uid = b"%d" % r.user_id
+    pair_ids = [b"[%s,%s]" % (uid, i) for i in rids] if r.pairs else []
+    return b"".join(
+        [
+            b'{"bundle":"%s","user":' % r.bundle.encode(),
+            encode_entities([uid], r.user),
+            b',"rooms":[',
+            encode_entities(rids, r.rooms),
+            b'],"pairs":[',
+            encode_entities(pair_ids, r.pairs) if r.pairs else b"",
+            b"]}",
+        ]
+    )
+
+
+def encode_features(view: str, ids: Sequence[Any], rows: ViewRows) -> bytes:
+    """The /v1/features body: `{"view": .., "rows": [entity, ...]}`."""
+    id_json = [b"[%d,%d]" % i if isinstance(i, tuple) else b"%d" % i for i in ids]
+    return b'{"view":"%s","rows":[%s]}' % (view.encode(), encode_entities(id_json, [rows]))

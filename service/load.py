@@ -1,0 +1,165 @@
+"""Batch loads from Parquet: checked whole before anything is written, then streamed.
+
+The file is read in record batches (memory bounded by `batch_rows`, whatever
+the file's size), each batch encoded column-wise (`ViewCodec.encode_columns`)
+and written through the tiered store, newest event wins, so loading the same
+file twice writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from service.core.registry import ViewPlan
+from service.errors import LoadError
+from service.store.tiered import TieredStore
+
+_NUMPY = {"int64": np.int64, "double": np.float64, "float": np.float32, "bool": np.bool_}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """Rows read from the file, written, and ignored as no newer than what is stored."""
+
+    rows: int
+    written: int
+    ignored: int
+
+
+def _type_ok(kind: str, t: pa.DataType, dim: int) -> bool:
+    if kind == "int64":
+        return bool(pa.types.is_integer(t))
+    if kind in ("double", "float"):
+        return bool(pa.types.is_floating(t) or pa.types.is_integer(t))
+    if kind == "bool":
+        return bool(pa.types.is_boolean(t))
+    if kind == "string":
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+    if pa.types.is_fixed_size_list(t):
+        return bool(t.list_size == dim and pa.types.is_floating(t.value_type))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return bool(pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+    return False
+
+
+def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.ParquetFile:
+    """Open `path` and check every column `plan` needs, and every key. Raises LoadError."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise LoadError(f"{path}: cannot read as Parquet: {exc}") from exc
+    schema = pf.schema_arrow
+    where = f"{path}: column"
+    for key in plan.key_columns:
+        if key not in schema.names:
+            raise LoadError(f"{where} {key!r}: missing (the key of view {plan.name!r})")
+        if not pa.types.is_integer(schema.field(key).type):
+            raise LoadError(f"{where} {key!r}: expected integers, found {schema.field(key).type}")
+    if "event_time" not in schema.names:
+        raise LoadError(f"{where} 'event_time': missing (timestamp or integer milliseconds)")
+    et = schema.field("event_time").type
+    if not (pa.types.is_integer(et) or pa.types.is_timestamp(et)):
+        raise LoadError(f"{where} 'event_time': expected a timestamp or integer ms, found {et}")
+    for f in plan.codec.features:
+        if f.name not in schema.names:
+            raise LoadError(f"{where} {f.name!r}: missing (feature {f.type} of {plan.name!r})")
+        t = schema.field(f.name).type
+        if not _type_ok(f.type, t, f.dim):
+            raise LoadError(f"{where} {f.name!r}: expected {f.type}, found {t}")
+    # Keys and variable-length vectors can only be checked by reading them: do it
+    # now, column by column, so a bad row refuses the file before any write.
+    vectors = [f for f in plan.codec.features if f.type == "float_vector"
+               and not pa.types.is_fixed_size_list(schema.field(f.name).type)]  # fmt: skip
+    columns = [*plan.key_columns, "event_time", *(f.name for f in vectors)]
+    seen = 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        for key in [*plan.key_columns, "event_time"]:
+            col = batch.column(key)
+            if col.null_count:
+                raise LoadError(f"{where} {key!r}: null in row {seen + _first_null(col)}")
+        for key in plan.key_columns:
+            low = pc.min(batch.column(key)).as_py()
+            if low is not None and low < 0:
+                raise LoadError(f"{where} {key!r}: negative id {low}")
+        for f in vectors:
+            lengths = pc.list_value_length(batch.column(f.name)).fill_null(f.dim)
+            bad = pc.not_equal(lengths, f.dim)
+            if pc.any(bad).as_py():
+                row = seen + int(pc.index(bad, True).as_py())
+                raise LoadError(f"{where} {f.name!r}: row {row} has not {f.dim} values")
+        seen += batch.num_rows
+    return pf
+
+
+def _first_null(col: pa.Array) -> int:
+    return int(pc.index(pc.is_null(col), True).as_py())
+
+
+def encode_batch(plan: ViewPlan, batch: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
+    """(key, stored value) of every row of a checked batch; nulls become defaults."""
+    if len(plan.key_columns) == 2:
+        users = batch.column(plan.key_columns[0]).to_numpy().tolist()
+        rooms = batch.column(plan.key_columns[1]).to_numpy().tolist()
+        prefix = plan.key_prefix
+        keys = [prefix + b"%d:%d" % (u, r) for u, r in zip(users, rooms, strict=True)]
+    else:
+        ids = batch.column(plan.key_columns[0]).to_numpy().tolist()
+        keys = [plan.key_prefix + b"%d" % i for i in ids]
+    et = batch.column("event_time")
+    if pa.types.is_timestamp(et.type):
+        et = et.cast(pa.timestamp("ms")).cast(pa.int64())
+    columns: dict[str, Any] = {}
+    for f in plan.codec.features:
+        col = batch.column(f.name)
+        if f.type == "string":
+            columns[f.name] = col.fill_null(f.default).to_pylist()
+        elif f.type == "float_vector":
+            columns[f.name] = _vectors(col, f.dim, f.default)
+        else:
+            columns[f.name] = (
+                col.fill_null(f.default)
+                .to_numpy(zero_copy_only=False)
+                .astype(_NUMPY[f.type], copy=False)
+            )
+    values = plan.codec.encode_columns(et.to_numpy().astype(np.int64), columns)
+    return list(zip(keys, values, strict=True))
+
+
+def _vectors(col: pa.Array, dim: int, default: list[float]) -> np.ndarray:
+    if col.null_count:
+        fill = np.asarray(default, dtype=np.float32)
+        return np.stack([fill if v is None else np.asarray(v, np.float32) for v in col.to_pylist()])
+    return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def iter_batches(pf: pq.ParquetFile, plan: ViewPlan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's record batches with only the columns `plan` needs."""
+    columns = [*plan.key_columns, "event_time", *(f.name for f in plan.codec.features)]
+    yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+async def load_file(
+    plan: ViewPlan,
+    path: Path,
+    store: TieredStore[Any],
+    batch_rows: int = 50_000,
+    progress: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """Check, then load `path` into `store`. Raises LoadError before any write if refused."""
+    pf = check_file(plan, path)
+    rows = written = 0
+    for batch in iter_batches(pf, plan, batch_rows):
+        items = encode_batch(plan, batch)
+        written += sum(await store.put_many(items))
+        rows += len(items)
+        if progress:
+            progress(len(items))
+    return LoadResult(rows, written, rows - written)

@@ -1,0 +1,73 @@
+"""Every Prometheus metric livefeat exports, declared once, here.
+
+Recording happens at the front-end edge (requests) and in the tiered store
+(tier calls). Labels never carry an id. See docs/metrics.md for the catalogue.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS_S = (
+    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+REQUEST_SECONDS = Histogram(
+    "livefeat_request_duration_seconds",
+    "Time to answer a request, by front end, route (or RPC) and status code.",
+    ["transport", "route", "code"],
+    buckets=_LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "livefeat_requests_total",
+    "Requests answered, by front end, route (or RPC) and status code.",
+    ["transport", "route", "code"],
+    registry=REGISTRY,
+)
+TIER_KEYS = Counter(
+    "livefeat_tier_keys_total",
+    "Keys asked of a storage tier, by tier and result (hit, miss, error).",
+    ["tier", "result"],
+    registry=REGISTRY,
+)
+TIER_SECONDS = Histogram(
+    "livefeat_tier_operation_duration_seconds",
+    "Time of one batched tier call, by tier and operation (get, put).",
+    ["tier", "op"],
+    buckets=_LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+TIER_ERRORS = Counter(
+    "livefeat_tier_errors_total",
+    "Failed tier calls, by tier, operation and error kind.",
+    ["tier", "op", "kind"],
+    registry=REGISTRY,
+)
+L1_ROWS = Gauge("livefeat_l1_rows", "Rows held in the L1 cache.", registry=REGISTRY)
+L1_EVICTIONS = Counter(
+    "livefeat_l1_evictions_total", "Rows evicted from L1 to respect its size bound.",
+    registry=REGISTRY,
+)  # fmt: skip
+SERVED_ROWS = Counter(
+    "livefeat_served_rows_total",
+    "Rows served, by view and status (FOUND, STALE, DEFAULTED, UNAVAILABLE).",
+    ["view", "status"],
+    registry=REGISTRY,
+)
+WRITTEN_ROWS = Counter(
+    "livefeat_written_rows_total",
+    "Rows offered to the write path, by view, source (push, load) and outcome "
+    "(written, ignored: older than or as old as what is stored).",
+    ["view", "source", "outcome"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "livefeat_request_batch_size",
+    "Entities asked for in one request, by route.",
+    ["route"],
+    buckets=(1, 10, 50, 100, 200, 500, 1000, 2000),
+    registry=REGISTRY,
+)

@@ -1,0 +1,31 @@
+"""Settings: one frozen model, read once at start from flags and LIVEFEAT_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_REGISTRY = Path(__file__).parent / "demo_registry.yaml"
+
+
+class Settings(BaseSettings):
+    """Every setting of a livefeat process; units in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEFEAT_", frozen=True, extra="forbid")
+
+    registry: Path = DEMO_REGISTRY
+    data_dir: Path = Path("data/livefeat")
+    redis_url: str | None = None
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    l1_max_rows: int = Field(default=500_000, ge=0)
+    l1_ttl_s: float = Field(default=5.0, gt=0)
+    rocksdb_block_cache_mb: int = Field(default=256, ge=8)
+    rocksdb_threads: int = Field(default=2, ge=1, le=64)
+    max_ids: int = Field(default=2000, ge=1)
+    max_push_rows: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=8 << 20, ge=1024)
+    log_level: str = "info"

@@ -1,0 +1,1 @@
+"""Storage: the narrow tier interface, the tiers, and the tiered store that owns policy."""

@@ -1,0 +1,38 @@
+"""The tier interface: batched, async, bytes in and bytes out.
+
+A durable tier (RocksDB, Redis) stores encoded rows under their keys. Every
+call is batched; failures are raised as `TierError` subclasses (never swallowed
+into None: None means "not stored"). Write policy, newest event wins, is the
+tier's job because only the tier can apply it atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Tier(Protocol):
+    """A durable storage tier."""
+
+    name: str
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Values for `keys`, aligned, None where absent. Raises TierError."""
+        ...
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        """Store each (key, value) unless the stored value's event time is at least as new.
+
+        Returns, aligned with `items`, whether each was written. Durable when it
+        returns. Raises TierError; then nothing of the batch may be assumed written.
+        """
+        ...
+
+    async def ready(self) -> bool:
+        """Whether the tier can answer now (for /readyz)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the tier's resources."""
+        ...

@@ -1,0 +1,142 @@
+"""The RocksDB tier (rocksdict): the local, durable, last-good copy.
+
+Tuned for point lookups: whole-key bloom filters (10 bits/key), index and filter
+blocks in a block cache, LZ4. rocksdict releases the GIL, so every call runs on
+a small dedicated thread pool and a slow disk never blocks the event loop.
+Writes are serialised by one lock so that read-compare-write (newest event
+wins) is atomic within the process; RocksDB's LOCK file keeps other processes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
+
+from service.core.codec import event_time_of
+from service.errors import DataDirBusy, TierUnavailable
+
+
+class RocksTier:
+    """A Tier over one RocksDB directory. Raises DataDirBusy if another process holds it."""
+
+    name = "rocksdb"
+
+    def __init__(
+        self, path: str | Path, *, block_cache_mb: int = 256, threads: int = 2, sync: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._db = _open(self.path, block_cache_mb)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rocksdb")
+        self._write_lock = threading.Lock()
+        self._write_opts = WriteOptions()
+        self._write_opts.sync = sync
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RocksTier {self.path} {'closed' if self._closed else 'open'}>"
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Multi-get on the tier's thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.get_many_sync, list(keys))
+
+    def get_many_sync(self, keys: list[bytes]) -> list[bytes | None]:
+        """Multi-get on the calling thread (for tools that own the data dir)."""
+        if self._closed:
+            raise TierUnavailable(self.name, "closed")
+        return list(self._db.get(keys))  # type: ignore[arg-type]
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        """Newest-event-wins batch write, atomic (one WriteBatch), on the thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.put_many_sync, list(items))
+
+    def put_many_sync(self, items: list[tuple[bytes, bytes]]) -> list[bool]:
+        """As put_many, on the calling thread."""
+        if self._closed:
+            raise TierUnavailable(self.name, "closed")
+        written = [False] * len(items)
+        newest: dict[bytes, int] = {}  # key -> index of the newest item for it
+        for i, (key, value) in enumerate(items):
+            j = newest.get(key)
+            if j is None or event_time_of(value) > event_time_of(items[j][1]):
+                newest[key] = i
+        with self._write_lock:
+            keys = list(newest)
+            batch = WriteBatch(raw_mode=True)
+            for key, stored in zip(keys, self._db.get(keys), strict=True)  # type: ignore[arg-type]:
+                i = newest[key]
+                value = items[i][1]
+                if stored is None or event_time_of(value) > event_time_of(stored):
+                    batch.put(key, value)
+                    written[i] = True
+            if not batch.is_empty():
+                self._db.write(batch, self._write_opts)
+        return written
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix` (tests and tools)."""
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            yield it.key(), it.value()
+            it.next()
+
+    def flush(self) -> None:
+        """Make everything written so far durable (WAL synced, memtables flushed)."""
+        self._db.flush_wal(True)
+        self._db.flush(True)
+
+    async def ready(self) -> bool:
+        """Open and answering."""
+        return not self._closed
+
+    async def close(self) -> None:
+        """Flush and close; waits for calls in flight."""
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """As close, for synchronous callers."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        self._db.flush_wal(True)
+        self._db.close()
+
+
+def _open(path: Path, block_cache_mb: int) -> Rdict:
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(Cache(block_cache_mb << 20))
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_block_based_table_factory(table)
+    opts.set_compression_type(DBCompressionType.lz4())
+    opts.increase_parallelism(2)
+    opts.set_max_background_jobs(2)
+    try:
+        return Rdict(str(path), opts)
+    except Exception as exc:  # rocksdict raises a bare Exception
+        if "lock" in str(exc).lower():
+            raise DataDirBusy(
+                f"{path} is in use by another livefeat process (a running service or a load); "
+                "stop it, or load through it with --server"
+            ) from exc
+        raise

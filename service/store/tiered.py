@@ -1,0 +1,215 @@
+"""The tiered store: the one place that owns fall-through, fill and failure policy.
+
+Read: L1, then each durable tier in order (Redis, then RocksDB) for the keys
+the tiers above did not have; what a lower tier finds is decoded once, put in
+L1, and written back to the durable tiers above it in the background. A tier
+that fails is skipped; a key no tier could answer comes back UNAVAILABLE.
+Write: every durable tier, newest event wins in each; L1 forgets written keys.
+Per-tier metrics are recorded here, around each tier call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Generic, TypeVar
+
+from service import metrics
+from service.core.codec import CorruptValue
+from service.errors import TierError
+from service.store.base import Tier
+from service.store.l1 import MISS, L1Cache
+
+V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+class _Unavailable:
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE: Final[Any] = _Unavailable()
+
+
+class _TierMetrics:
+    """Pre-bound metric children of one tier (label lookups cost more than the inc)."""
+
+    def __init__(self, name: str) -> None:
+        self.hit = metrics.TIER_KEYS.labels(name, "hit")
+        self.miss = metrics.TIER_KEYS.labels(name, "miss")
+        self.error = metrics.TIER_KEYS.labels(name, "error")
+        self.get_s = metrics.TIER_SECONDS.labels(name, "get")
+        self.put_s = metrics.TIER_SECONDS.labels(name, "put")
+        self.name = name
+
+
+class TieredStore(Generic[V]):
+    """L1 over an ordered list of durable tiers. `V` is the decoded row type."""
+
+    def __init__(self, l1: L1Cache[V], tiers: Sequence[Tier]) -> None:
+        self.l1 = l1
+        self.tiers = tuple(tiers)
+        self._l1m = _TierMetrics("l1")
+        self._m = [_TierMetrics(t.name) for t in self.tiers]
+        self._background: set[asyncio.Task[None]] = set()
+        metrics.L1_ROWS.set_function(lambda: len(self.l1))
+
+    def __repr__(self) -> str:
+        names = " > ".join(["l1", *(t.name for t in self.tiers)])
+        return f"<TieredStore {names}, {len(self._background)} fills pending>"
+
+    async def get_many(
+        self, keys: Sequence[bytes], decoders: Sequence[Callable[[bytes], V]]
+    ) -> list[V | Any | None]:
+        """Rows aligned with `keys`: a decoded row, None (not stored) or UNAVAILABLE.
+
+        `decoders[i]` turns the stored bytes of `keys[i]` into a row.
+        """
+        out = self.l1.get_many(keys)
+        missed = {k: d for k, d, v in zip(keys, decoders, out, strict=True) if v is MISS}
+        self._l1m.hit.inc(len(keys) - len(missed))
+        if not missed:
+            return out
+        self._l1m.miss.inc(len(missed))
+        found = await self._read_through(missed)
+        self.l1.put_many((k, v) for k, v in found.items() if v is not UNAVAILABLE)
+        return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
+
+    async def _read_through(self, missed: dict[bytes, Callable[[bytes], V]]) -> dict[bytes, Any]:
+        pending = list(missed)
+        found: dict[bytes, Any] = {}
+        failed = False
+        for depth, (tier, m) in enumerate(zip(self.tiers, self._m, strict=True)):
+            if not pending:
+                break
+            values = await self._get(tier, m, pending)
+            if values is None:
+                failed = True
+                continue
+            fill: list[tuple[bytes, bytes]] = []
+            still: list[bytes] = []
+            for key, raw in zip(pending, values, strict=True):
+                if raw is None:
+                    still.append(key)
+                    continue
+                try:
+                    found[key] = missed[key](raw)
+                except CorruptValue as exc:
+                    log.warning("corrupt value in %s: %s", tier.name, exc)
+                    m.error.inc()
+                    still.append(key)
+                    continue
+                fill.append((key, raw))
+            m.hit.inc(len(fill))
+            m.miss.inc(len(still))
+            if fill and depth:
+                self._fill_above(depth, fill)
+            pending = still
+        for key in pending:
+            found[key] = UNAVAILABLE if failed else None
+        return found
+
+    async def _get(
+        self, tier: Tier, m: _TierMetrics, keys: list[bytes]
+    ) -> list[bytes | None] | None:
+        start = time.perf_counter()
+        try:
+            return await tier.get_many(keys)
+        except TierError as exc:
+            metrics.TIER_ERRORS.labels(tier.name, "get", type(exc).__name__).inc()
+            m.error.inc(len(keys))
+            log.warning("tier %s failed a get of %d keys: %s", tier.name, len(keys), exc)
+            return None
+        finally:
+            m.get_s.observe(time.perf_counter() - start)
+
+    def _fill_above(self, depth: int, items: list[tuple[bytes, bytes]]) -> None:
+        for tier, m in zip(self.tiers[:depth], self._m[:depth], strict=True):
+            task = asyncio.create_task(self._put_quietly(tier, m, items))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _put_quietly(
+        self, tier: Tier, m: _TierMetrics, items: list[tuple[bytes, bytes]]
+    ) -> None:
+        with contextlib.suppress(TierError):  # counted in _put; a fill is an optimisation
+            await self._put(tier, m, items)
+
+    async def _put(
+        self, tier: Tier, m: _TierMetrics, items: Sequence[tuple[bytes, bytes]]
+    ) -> list[bool]:
+        start = time.perf_counter()
+        try:
+            return await tier.put_many(items)
+        except TierError as exc:
+            metrics.TIER_ERRORS.labels(tier.name, "put", type(exc).__name__).inc()
+            raise
+        finally:
+            m.put_s.observe(time.perf_counter() - start)
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        """Write to every durable tier (newest event wins in each); forget the keys in L1.
+
+        Returns, aligned, whether each item was newer than what some tier held.
+        Raises TierError if a tier fails.
+        """
+        written = [False] * len(items)
+        try:
+            for tier, m in zip(self.tiers, self._m, strict=True):
+                result = await self._put(tier, m, items)
+                written = [a or b for a, b in zip(written, result, strict=True)]
+        finally:
+            self.l1.invalidate(k for k, _ in items)
+        return written
+
+    async def get_stored(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Stored values from the durable tiers only (bypassing L1), aligned with `keys`.
+
+        Raises TierError if a key could not be answered by any tier.
+        """
+        found: dict[bytes, bytes | None] = {}
+        pending = list(dict.fromkeys(keys))
+        error: TierError | None = None
+        for tier in self.tiers:
+            if not pending:
+                break
+            try:
+                values = await tier.get_many(pending)
+            except TierError as exc:
+                metrics.TIER_ERRORS.labels(tier.name, "get", type(exc).__name__).inc()
+                error = exc
+                continue
+            found.update((k, v) for k, v in zip(pending, values, strict=True) if v is not None)
+            pending = [k for k, v in zip(pending, values, strict=True) if v is None]
+        if pending and error is not None:
+            raise error
+        return [found.get(k) for k in keys]
+
+    async def inspect(self, key: bytes) -> dict[str, Any]:
+        """What each tier holds for `key`: L1's row (or None), each tier's bytes or error."""
+        cached = self.l1.get_many([key])[0]
+        out: dict[str, Any] = {"l1": None if cached is MISS else cached}
+        for tier in self.tiers:
+            try:
+                out[tier.name] = (await tier.get_many([key]))[0]
+            except TierError as exc:
+                out[tier.name] = exc
+        return out
+
+    async def ready(self) -> bool:
+        """Whether at least one durable tier can answer."""
+        for tier in self.tiers:
+            if await tier.ready():
+                return True
+        return False
+
+    async def close(self) -> None:
+        """Wait for background fills, then close every tier."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for tier in self.tiers:
+            await tier.close()
