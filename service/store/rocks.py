@@ -78,7 +78,8 @@ class RocksTier:
         with self._write_lock:
             keys = list(newest)
             batch = WriteBatch(raw_mode=True)
-            for key, stored in zip(keys, self._db.get(keys), strict=True)  # type: ignore[arg-type]:
+            stored_values: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
+            for key, stored in zip(keys, stored_values, strict=True):
                 i = newest[key]
                 value = items[i][1]
                 if stored is None or event_time_of(value) > event_time_of(stored):

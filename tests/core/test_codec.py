@@ -1,0 +1,125 @@
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from service.core.codec import (
+    HEADER_SIZE,
+    CorruptValue,
+    Feature,
+    ViewCodec,
+    check_value,
+    event_time_of,
+    schema_version,
+)
+
+FEATURES = [
+    Feature("viewers", "int64", 0, 0),
+    Feature("rate", "double", 0, 0.0),
+    Feature("score", "float", 0, 0.0),
+    Feature("live", "bool", 0, False),
+    Feature("category", "string", 0, ""),
+    Feature("emb", "float_vector", 3, [0.0, 0.0, 0.0]),
+    Feature("title", "string", 0, "untitled"),
+]
+VALUES = {
+    "viewers": 2**40,
+    "rate": 0.125,
+    "score": 0.5,
+    "live": True,
+    "category": "gaming",
+    "emb": [0.25, -1.5, 3.0],
+    "title": "héllo ✓",
+}
+
+
+@pytest.fixture
+def codec() -> ViewCodec:
+    return ViewCodec("room_stats", FEATURES)
+
+
+def test_round_trip_values(codec: ViewCodec) -> None:
+    raw = codec.encode(1_700_000_000_123, VALUES)
+    assert event_time_of(raw) == 1_700_000_000_123
+    event_time, values = codec.decode_values(raw)
+    assert event_time == 1_700_000_000_123
+    assert values == VALUES
+
+
+def test_row_json_fragment_is_qualified_and_in_registry_order(codec: ViewCodec) -> None:
+    row = codec.decode_row(codec.encode(5, VALUES))
+    assert row.event_time_ms == 5
+    decoded = orjson.loads(b"{" + row.json + b"}")
+    assert list(decoded) == [f"room_stats.{f.name}" for f in FEATURES]
+    assert decoded["room_stats.viewers"] == 2**40
+    assert decoded["room_stats.emb"] == [0.25, -1.5, 3.0]
+    assert decoded["room_stats.title"] == "héllo ✓"
+
+
+def test_stored_value_has_no_names_or_type_tags(codec: ViewCodec) -> None:
+    raw = codec.encode(5, VALUES)
+    assert b"viewers" not in raw and b"category" not in raw
+    fixed = HEADER_SIZE + 8 + 8 + 4 + 1 + 3 * 4
+    strings = 2 + len(b"gaming") + 2 + len("héllo ✓".encode())
+    assert len(raw) == fixed + strings
+
+
+def test_default_row(codec: ViewCodec) -> None:
+    decoded = orjson.loads(b"{" + codec.default_row.json + b"}")
+    assert decoded["room_stats.title"] == "untitled"
+    assert decoded["room_stats.emb"] == [0.0, 0.0, 0.0]
+    assert codec.default_row.event_time_ms == 0
+
+
+def test_encode_columns_matches_encode(codec: ViewCodec) -> None:
+    other = {**VALUES, "viewers": 3, "category": "", "emb": [1.0, 2.0, 3.0], "live": False}
+    rows = [VALUES, other]
+    columns = {
+        "viewers": np.array([r["viewers"] for r in rows], np.int64),
+        "rate": np.array([r["rate"] for r in rows]),
+        "score": np.array([r["score"] for r in rows], np.float32),
+        "live": np.array([r["live"] for r in rows]),
+        "emb": np.array([r["emb"] for r in rows], np.float32),
+        "category": [r["category"] for r in rows],
+        "title": [r["title"] for r in rows],
+    }
+    batch = codec.encode_columns(np.array([10, 20]), columns)
+    assert batch == [codec.encode(10, VALUES), codec.encode(20, other)]
+
+
+def test_layout_change_changes_version_and_refuses_old_values(codec: ViewCodec) -> None:
+    changed = ViewCodec("room_stats", [*FEATURES[:-1], Feature("title", "int64", 0, 0)])
+    assert changed.version != codec.version
+    with pytest.raises(CorruptValue):
+        changed.decode_row(codec.encode(1, VALUES))
+
+
+def test_defaults_do_not_change_the_version() -> None:
+    a = schema_version([Feature("x", "int64", 0, 0)])
+    assert a == schema_version([Feature("x", "int64", 0, 7)])
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "reason"),
+    [
+        (Feature("n", "int64", 0, 0), "7", "expected an integer"),
+        (Feature("n", "int64", 0, 0), True, "expected an integer"),
+        (Feature("n", "int64", 0, 0), 2**63, "out of the int64 range"),
+        (Feature("d", "double", 0, 0.0), "x", "expected a number"),
+        (Feature("d", "double", 0, 0.0), math.inf, "finite"),
+        (Feature("b", "bool", 0, False), 1, "true or false"),
+        (Feature("s", "string", 0, ""), 3, "expected a string"),
+        (Feature("s", "string", 0, ""), "x" * 70000, "longer than"),
+        (Feature("v", "float_vector", 2, [0.0, 0.0]), [1.0], "list of 2 numbers"),
+        (Feature("v", "float_vector", 2, [0.0, 0.0]), [1.0, "a"], "finite numbers"),
+    ],
+)
+def test_check_value_refuses(feature: Feature, value: object, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_value(feature, value)
+
+
+def test_check_value_normalises_numbers() -> None:
+    assert check_value(Feature("d", "double", 0, 0.0), 3) == 3.0
+    assert check_value(Feature("v", "float_vector", 2, [0.0, 0.0]), (1, 2)) == [1.0, 2.0]

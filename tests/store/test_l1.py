@@ -1,0 +1,51 @@
+from service.store.l1 import MISS, L1Cache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_hit_miss_and_cached_absent() -> None:
+    l1: L1Cache[str] = L1Cache(10, 5.0, Clock())
+    l1.put_many([(b"a", "A"), (b"b", None)])
+    assert l1.get_many([b"a", b"b", b"c"]) == ["A", None, MISS]
+
+
+def test_entries_expire_after_ttl() -> None:
+    clock = Clock()
+    l1: L1Cache[str] = L1Cache(10, 5.0, clock)
+    l1.put_many([(b"a", "A")])
+    clock.now += 4.9
+    assert l1.get_many([b"a"]) == ["A"]
+    clock.now += 0.2
+    assert l1.get_many([b"a"]) == [MISS]
+
+
+def test_size_bound_evicts_least_recently_used() -> None:
+    l1: L1Cache[int] = L1Cache(3, 60.0, Clock())
+    l1.put_many([(b"a", 1), (b"b", 2), (b"c", 3)])
+    l1.get_many([b"a"])  # a is now the most recently used
+    l1.put_many([(b"d", 4)])
+    assert len(l1) == 3
+    assert l1.evictions == 1
+    assert l1.get_many([b"a", b"b", b"c", b"d"]) == [1, MISS, 3, 4]
+
+
+def test_invalidate_and_clear() -> None:
+    l1: L1Cache[int] = L1Cache(10, 60.0, Clock())
+    l1.put_many([(b"a", 1), (b"b", 2)])
+    l1.invalidate([b"a", b"zzz"])
+    assert l1.get_many([b"a", b"b"]) == [MISS, 2]
+    l1.clear()
+    assert len(l1) == 0
+
+
+def test_disabled_cache_keeps_nothing() -> None:
+    l1: L1Cache[int] = L1Cache(0, 60.0, Clock())
+    l1.put_many([(b"a", 1)])
+    assert l1.get_many([b"a"]) == [MISS]
+    assert "0/0 rows" in repr(l1)

@@ -1,0 +1,100 @@
+"""Policy of the tiered store. The durable tiers here are small in-memory fakes:
+this tests fall-through, fill and failure policy, not storage (tests/store/test_rocks.py)."""
+
+import asyncio
+from collections.abc import Sequence
+
+from service.core.codec import FORMAT, HEADER, event_time_of
+from service.errors import TierUnavailable
+from service.store.l1 import L1Cache
+from service.store.tiered import UNAVAILABLE, TieredStore
+
+
+def value(event_time_ms: int) -> bytes:
+    return HEADER.pack(FORMAT, 1, event_time_ms)
+
+
+class DictTier:
+    def __init__(self, name: str, data: dict[bytes, bytes] | None = None) -> None:
+        self.name = name
+        self.data = dict(data or {})
+        self.down = False
+        self.gets: list[list[bytes]] = []
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if self.down:
+            raise TierUnavailable(self.name, "down")
+        self.gets.append(list(keys))
+        return [self.data.get(k) for k in keys]
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        if self.down:
+            raise TierUnavailable(self.name, "down")
+        out = []
+        for k, v in items:
+            old = self.data.get(k)
+            ok = old is None or event_time_of(v) > event_time_of(old)
+            if ok:
+                self.data[k] = v
+            out.append(ok)
+        return out
+
+    async def ready(self) -> bool:
+        return not self.down
+
+    async def close(self) -> None:
+        pass
+
+
+def decode(raw: bytes) -> int:
+    return event_time_of(raw)
+
+
+def make(upper: DictTier, lower: DictTier) -> TieredStore[int]:
+    return TieredStore(L1Cache(100, 60.0), [upper, lower])
+
+
+def test_fall_through_fills_l1_and_the_tier_above() -> None:
+    async def go() -> None:
+        upper, lower = DictTier("upper", {b"a": value(1)}), DictTier("lower", {b"b": value(2)})
+        store = make(upper, lower)
+        got = await store.get_many([b"a", b"b", b"c", b"b"], [decode] * 4)
+        assert got == [1, 2, None, 2]
+        assert lower.gets == [[b"b", b"c"]]  # asked once per key, only for what upper missed
+        await store.close()  # waits for the background fill
+        assert upper.data[b"b"] == value(2)
+        got = await store.get_many([b"a", b"b", b"c"], [decode] * 3)
+        assert got == [1, 2, None]
+        assert len(upper.gets) == 1  # everything, including "c is absent", came from L1
+
+    asyncio.run(go())
+
+
+def test_failed_tier_is_skipped_and_unanswered_keys_are_unavailable() -> None:
+    async def go() -> None:
+        upper, lower = DictTier("upper"), DictTier("lower", {b"b": value(2)})
+        upper.down = True
+        store = make(upper, lower)
+        assert await store.get_many([b"b", b"c"], [decode] * 2) == [2, UNAVAILABLE]
+        lower.down = True
+        assert await store.get_many([b"d"], [decode]) == [UNAVAILABLE]
+        assert not await store.ready()
+        upper.down = lower.down = False
+        # UNAVAILABLE was not cached: once the tiers answer, so does the store.
+        assert await store.get_many([b"c"], [decode]) == [None]
+
+    asyncio.run(go())
+
+
+def test_put_writes_every_tier_and_invalidates_l1() -> None:
+    async def go() -> None:
+        upper, lower = DictTier("upper"), DictTier("lower")
+        store = make(upper, lower)
+        assert await store.get_many([b"k"], [decode]) == [None]
+        assert await store.put_many([(b"k", value(5))]) == [True]
+        assert upper.data[b"k"] == lower.data[b"k"] == value(5)
+        assert await store.get_many([b"k"], [decode]) == [5]
+        assert await store.put_many([(b"k", value(4))]) == [False]
+        assert await store.get_stored([b"k", b"x"]) == [value(5), None]
+
+    asyncio.run(go())
