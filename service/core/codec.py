@@ -63,17 +63,30 @@ class Feature:
 
 
 class Row:
-    """A decoded row as L1 holds it: event time and the pre-rendered JSON fragment.
+    """A decoded row as L1 holds it, pre-rendered for both front ends.
 
     `json` is the inside of a JSON object, `"view.feature":value,...`, in registry
-    order, ready to be joined with other fragments.
+    order, ready to be joined with other fragments (HTTP). `numeric` is the
+    numeric features (int64, double, float, bool) in registry order as float32
+    bytes, one row of the ranker's matrix; `vectors` holds each float vector's
+    float32 bytes and `strings` each string, in registry order (gRPC).
     """
 
-    __slots__ = ("event_time_ms", "json")
+    __slots__ = ("event_time_ms", "json", "numeric", "strings", "vectors")
 
-    def __init__(self, event_time_ms: int, json: bytes) -> None:
+    def __init__(
+        self,
+        event_time_ms: int,
+        json: bytes,
+        numeric: bytes = b"",
+        vectors: tuple[bytes, ...] = (),
+        strings: tuple[str, ...] = (),
+    ) -> None:
         self.event_time_ms = event_time_ms
         self.json = json
+        self.numeric = numeric
+        self.vectors = vectors
+        self.strings = strings
 
     def __repr__(self) -> str:
         return f"<Row event_time_ms={self.event_time_ms} {len(self.json)} B>"
@@ -203,9 +216,13 @@ class ViewCodec:
         return int(event_time_ms)
 
     def _decode(self, buf: bytes) -> tuple[int, dict[str, Any]]:
+        return self._decode_parts(buf)[:2]  # type: ignore[return-value]
+
+    def _decode_parts(self, buf: bytes) -> tuple[int, dict[str, Any], tuple[Any, ...]]:
         event_time_ms = self._check_header(buf)
         out: dict[str, Any] = dict.fromkeys(self._names)
-        out.update(zip(self._scalar_keys, self._struct.unpack_from(buf, HEADER_SIZE), strict=True))
+        scalars = self._struct.unpack_from(buf, HEADER_SIZE)
+        out.update(zip(self._scalar_keys, scalars, strict=True))
         for key in self._float_keys:
             out[key] = np.float32(out[key])
         for key, offset, dim in self._vector_slots:
@@ -215,12 +232,33 @@ class ViewCodec:
             size = int.from_bytes(buf[pos : pos + 2], "little")
             out[key] = buf[pos + 2 : pos + 2 + size].decode()
             pos += 2 + size
-        return event_time_ms, out
+        return event_time_ms, out, scalars
 
     def decode_row(self, buf: bytes) -> Row:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue."""
-        event_time_ms, out = self._decode(buf)
-        return Row(event_time_ms, orjson.dumps(out, option=_JSON_OPTS)[1:-1])
+        event_time_ms, out, scalars = self._decode_parts(buf)
+        return Row(
+            event_time_ms,
+            orjson.dumps(out, option=_JSON_OPTS)[1:-1],
+            np.array(scalars, dtype=np.float32).tobytes(),
+            tuple(buf[o : o + 4 * dim] for _, o, dim in self._vector_slots),
+            tuple(out[k] for k in self._string_keys),
+        )
+
+    @property
+    def numeric_names(self) -> list[str]:
+        """Names of the numeric features, the columns of the ranker's float32 matrix."""
+        return [f.name for f in self._scalars]
+
+    @property
+    def vector_features(self) -> list[Feature]:
+        """The float vector features, in registry order."""
+        return list(self._vectors)
+
+    @property
+    def string_names(self) -> list[str]:
+        """The string features' names, in registry order."""
+        return [f.name for f in self._strings]
 
     def decode_values(self, buf: bytes) -> tuple[int, dict[str, Any]]:
         """Decode a stored value into (event_time_ms, {feature: plain Python value})."""
