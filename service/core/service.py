@@ -107,8 +107,13 @@ class FeatureService:
             raise NotFound(field, f"no view named {name!r}")
         return plan
 
-    async def get_bundle(self, bundle: Any, user_id: Any, room_ids: Any) -> BundleResult:
-        """Assemble `bundle` for one user and its candidate rooms (order and duplicates kept)."""
+    async def get_bundle(
+        self, bundle: Any, user_id: Any, room_ids: Any, timeout_s: float | None = None
+    ) -> BundleResult:
+        """Assemble `bundle` for one user and its candidate rooms (order and duplicates kept).
+
+        `timeout_s` bounds the tier reads; rows not read in time are UNAVAILABLE.
+        """
         plan = self.bundle_plan(bundle)
         uid = check_id("user_id", user_id)
         rids = check_ids("room_ids", room_ids, self.limits.max_ids)
@@ -118,7 +123,7 @@ class FeatureService:
         groups += [
             (v, [v.key_prefix + pair_prefix + b"%d" % r for r in rids]) for v in plan.user_room
         ]
-        views = await self._read(groups)
+        views = await self._read(groups, timeout_s)
         n_user = len(plan.user)
         n_room = len(plan.room)
         return BundleResult(
@@ -126,7 +131,9 @@ class FeatureService:
             views[n_user + n_room :],
         )  # fmt: skip
 
-    async def get_features(self, view: Any, ids: Any) -> tuple[list[Any], ViewRows]:
+    async def get_features(
+        self, view: Any, ids: Any, timeout_s: float | None = None
+    ) -> tuple[list[Any], ViewRows]:
         """Rows of one view for `ids` (ids, or [user_id, room_id] pairs for pair views)."""
         plan = self.view_plan(view)
         if not isinstance(ids, list) or not ids:
@@ -139,15 +146,17 @@ class FeatureService:
         else:
             checked = check_ids("ids", ids, self.limits.max_ids)
             keys = [plan.key(i) for i in checked]
-        return checked, (await self._read([(plan, keys)]))[0]
+        return checked, (await self._read([(plan, keys)], timeout_s))[0]
 
-    async def _read(self, groups: Sequence[tuple[ViewPlan, list[bytes]]]) -> list[ViewRows]:
+    async def _read(
+        self, groups: Sequence[tuple[ViewPlan, list[bytes]]], timeout_s: float | None
+    ) -> list[ViewRows]:
         keys: list[bytes] = []
         decoders: list[Callable[[bytes], Row]] = []
         for plan, view_keys in groups:
             keys += view_keys
             decoders += [plan.codec.decode_row] * len(view_keys)
-        got = await self.store.get_many(keys, decoders)
+        got = await self.store.get_many(keys, decoders, timeout_s)
         now = self._clock_ms()
         out = []
         start = 0

@@ -19,7 +19,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from service import metrics
 from service.core.codec import CorruptValue
-from service.errors import TierError
+from service.errors import TierError, TierTimeout
 from service.store.base import Tier
 from service.store.l1 import MISS, L1Cache
 
@@ -56,6 +56,7 @@ class TieredStore(Generic[V]):
         self._l1m = _TierMetrics("l1")
         self._m = [_TierMetrics(t.name) for t in self.tiers]
         self._background: set[asyncio.Task[None]] = set()
+        self._inflight: dict[bytes, asyncio.Future[Any]] = {}
         metrics.L1_ROWS.set_function(lambda: len(self.l1))
 
     def __repr__(self) -> str:
@@ -63,11 +64,16 @@ class TieredStore(Generic[V]):
         return f"<TieredStore {names}, {len(self._background)} fills pending>"
 
     async def get_many(
-        self, keys: Sequence[bytes], decoders: Sequence[Callable[[bytes], V]]
-    ) -> list[V | Any | None]:
+        self,
+        keys: Sequence[bytes],
+        decoders: Sequence[Callable[[bytes], V]],
+        timeout_s: float | None = None,
+    ) -> list[Any]:
         """Rows aligned with `keys`: a decoded row, None (not stored) or UNAVAILABLE.
 
-        `decoders[i]` turns the stored bytes of `keys[i]` into a row.
+        `decoders[i]` turns the stored bytes of `keys[i]` into a row. `timeout_s`
+        bounds every tier read: what has not arrived by then is UNAVAILABLE.
+        Identical misses of concurrent calls are fetched once.
         """
         out = self.l1.get_many(keys)
         missed = {k: d for k, d, v in zip(keys, decoders, out, strict=True) if v is MISS}
@@ -75,18 +81,46 @@ class TieredStore(Generic[V]):
         if not missed:
             return out
         self._l1m.miss.inc(len(missed))
-        found = await self._read_through(missed)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        found = await self._coalesced(missed, deadline)
         self.l1.put_many((k, v) for k, v in found.items() if v is not UNAVAILABLE)
         return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
 
-    async def _read_through(self, missed: dict[bytes, Callable[[bytes], V]]) -> dict[bytes, Any]:
+    async def _coalesced(
+        self, missed: dict[bytes, Callable[[bytes], V]], deadline: float | None
+    ) -> dict[bytes, Any]:
+        inflight = self._inflight
+        waits = {k: inflight[k] for k in missed if k in inflight}
+        mine = {k: d for k, d in missed.items() if k not in waits}
+        loop = asyncio.get_running_loop()
+        for key in mine:
+            inflight[key] = loop.create_future()
+        found: dict[bytes, Any] = {}
+        try:
+            if mine:
+                found = await self._read_through(mine, deadline)
+        finally:
+            for key in mine:
+                future = inflight.pop(key)
+                future.set_result(found.get(key, UNAVAILABLE))
+        if waits:
+            timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
+            await asyncio.wait(waits.values(), timeout=timeout)
+            for key, future in waits.items():
+                found[key] = future.result() if future.done() else UNAVAILABLE
+        return found
+
+    async def _read_through(
+        self, missed: dict[bytes, Callable[[bytes], V]], deadline: float | None
+    ) -> dict[bytes, Any]:
         pending = list(missed)
         found: dict[bytes, Any] = {}
         failed = False
         for depth, (tier, m) in enumerate(zip(self.tiers, self._m, strict=True)):
             if not pending:
                 break
-            values = await self._get(tier, m, pending)
+            values = await self._get(tier, m, pending, deadline)
             if values is None:
                 failed = True
                 continue
@@ -114,11 +148,21 @@ class TieredStore(Generic[V]):
         return found
 
     async def _get(
-        self, tier: Tier, m: _TierMetrics, keys: list[bytes]
+        self, tier: Tier, m: _TierMetrics, keys: list[bytes], deadline: float | None
     ) -> list[bytes | None] | None:
         start = time.perf_counter()
         try:
-            return await tier.get_many(keys)
+            if deadline is None:
+                return await tier.get_many(keys)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TierTimeout(tier.name, "no time left before the deadline")
+            try:
+                return await asyncio.wait_for(tier.get_many(keys), remaining)
+            except TimeoutError:
+                raise TierTimeout(
+                    tier.name, f"no answer within {remaining * 1000:.1f} ms"
+                ) from None
         except TierError as exc:
             metrics.TIER_ERRORS.labels(tier.name, "get", type(exc).__name__).inc()
             m.error.inc(len(keys))
@@ -158,8 +202,8 @@ class TieredStore(Generic[V]):
         Raises TierError if a tier fails.
         """
         written = [False] * len(items)
-        try:
-            for tier, m in zip(self.tiers, self._m, strict=True):
+        try:  # the local durable tier (last in read order) first
+            for tier, m in zip(reversed(self.tiers), reversed(self._m), strict=True):
                 result = await self._put(tier, m, items)
                 written = [a or b for a, b in zip(written, result, strict=True)]
         finally:

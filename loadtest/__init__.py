@@ -1,0 +1,1 @@
+"""Load tests and the benchmark runner of livefeat (see loadtest/README.md)."""
