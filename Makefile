@@ -31,7 +31,8 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check service tests loadtest
 	$(BIN)/mypy service
 
-test: lint ## every check and the whole test suite
+test: lint ## every check and the whole test suite (starts its own redis-servers)
+	scripts/system-deps.sh redis
 	$(BIN)/pytest
 
 bench-quick: demo ## benchmark runner, short (under a minute)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from service import logs
 from service.core.codec import Row
-from service.core.registry import load_registry
+from service.core.registry import Registry, load_registry
 from service.errors import LivefeatError
 from service.settings import Settings
 from service.store.l1 import L1Cache
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _open_store(settings: Settings) -> TieredStore[Row]:
+def _open_store(settings: Settings, registry: Registry) -> TieredStore[Row]:
     from service.server import open_tiers
 
-    return TieredStore(L1Cache(0, 1.0), open_tiers(settings, for_load=True))
+    return TieredStore(L1Cache(0, 1.0), open_tiers(settings, registry, for_load=True))
 
 
 async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> str:
@@ -96,7 +96,7 @@ async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> s
     registry = load_registry(settings.registry)
     if view not in registry.views:
         raise LivefeatError(f"no view {view!r} in {settings.registry}")
-    store = _open_store(settings)
+    store = _open_store(settings, registry)
     return await _load_into(store, registry.views[view], path, batch_rows)
 
 
@@ -140,6 +140,6 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
     for view, path in files.items():
         if view not in registry.views:
             raise LivefeatError(f"the registry {settings.registry} has no view {view!r}")
-        store = _open_store(settings)
+        store = _open_store(settings, registry)
         print(asyncio.run(_load_into(store, registry.views[view], path, 50_000)))
     marker.write_text(f"{spec}, event_time_ms={now_ms}\n")

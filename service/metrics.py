@@ -46,6 +46,12 @@ TIER_ERRORS = Counter(
     ["tier", "op", "kind"],
     registry=REGISTRY,
 )
+TIER_CIRCUIT_OPEN = Gauge(
+    "livefeat_tier_circuit_open",
+    "1 while a tier's circuit breaker is open (calls skipped after repeated failures).",
+    ["tier"],
+    registry=REGISTRY,
+)
 L1_ROWS = Gauge("livefeat_l1_rows", "Rows held in the L1 cache.", registry=REGISTRY)
 L1_EVICTIONS = Counter(
     "livefeat_l1_evictions_total", "Rows evicted from L1 to respect its size bound.",

@@ -15,28 +15,39 @@ from service.http.app import create_app
 from service.settings import Settings
 from service.store.base import Tier
 from service.store.l1 import L1Cache
+from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
 from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
 
 log = structlog.get_logger("livefeat")
 
 
-def open_tiers(settings: Settings, *, for_load: bool = False) -> list[Tier]:
-    """The durable tiers, in read order. Raises DataDirBusy, TierError."""
+def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False) -> list[Tier]:
+    """The durable tiers, in read order: Redis (if configured), RocksDB. Raises DataDirBusy."""
     rocks = RocksTier(
         Path(settings.data_dir) / "rocksdb",
         block_cache_mb=settings.rocksdb_block_cache_mb,
         threads=settings.rocksdb_threads,
         sync=not for_load,  # a load syncs once at the end (RocksTier.flush)
     )
-    return [rocks]
+    if not settings.redis_url:
+        return [rocks]
+    options = RedisOptions(
+        settings.redis_url,
+        # A load sends large pipelines; serving wants to fail over fast.
+        socket_timeout_s=5.0 if for_load else settings.redis_socket_timeout_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        pool_size=settings.redis_pool_size,
+    )
+    ttls = {v.key_prefix: v.storage_ttl_s * 1000 for v in registry.views.values()}
+    return [RedisTier(options, ttl_by_prefix(ttls)), rocks]
 
 
 def build_core(settings: Settings, registry: Registry | None = None) -> FeatureService:
     """A FeatureService over L1 and the configured durable tiers."""
     registry = registry or load_registry(settings.registry)
     l1: L1Cache[Row] = L1Cache(settings.l1_max_rows, settings.l1_ttl_s)
-    store = TieredStore(l1, open_tiers(settings))
+    store = TieredStore(l1, open_tiers(settings, registry))
     limits = Limits(max_ids=settings.max_ids, max_push_rows=settings.max_push_rows)
     return FeatureService(registry, store, limits)
 

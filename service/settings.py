@@ -17,7 +17,10 @@ class Settings(BaseSettings):
 
     registry: Path = DEMO_REGISTRY
     data_dir: Path = Path("data/livefeat")
-    redis_url: str | None = None
+    redis_url: str | None = None  # redis://host:port/db, or redis+cluster://host:port
+    redis_socket_timeout_s: float = Field(default=0.1, gt=0)
+    redis_connect_timeout_s: float = Field(default=0.2, gt=0)
+    redis_pool_size: int = Field(default=32, ge=1)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)

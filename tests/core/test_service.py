@@ -51,7 +51,11 @@ def test_bundle_statuses_order_duplicates_and_defaults(core: FeatureService) -> 
         {"id": 1, "event_time_ms": NOW - 1000, "values": {"viewer_count": 11}},
         {"id": 2, "event_time_ms": NOW - 3_600_001, "values": {"viewer_count": 22}},
     ]))  # fmt: skip
-    run(core.push("user_room_affinity", [{"id": [7, 2], "event_time_ms": NOW, "values": {"gifts_30d": 3}}]))
+    run(
+        core.push(
+            "user_room_affinity", [{"id": [7, 2], "event_time_ms": NOW, "values": {"gifts_30d": 3}}]
+        )
+    )
     result = run(core.get_bundle("live_ranker", 7, [2, 1, 3, 2]))
     (rooms,) = result.rooms
     assert result.room_ids == [2, 1, 3, 2]

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.codec import HEADER, FORMAT
+from service.core.codec import FORMAT, HEADER
 from service.errors import DataDirBusy
 from service.store.rocks import RocksTier
 

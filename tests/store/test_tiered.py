@@ -98,3 +98,41 @@ def test_put_writes_every_tier_and_invalidates_l1() -> None:
         assert await store.get_stored([b"k", b"x"]) == [value(5), None]
 
     asyncio.run(go())
+
+
+class SlowTier(DictTier):
+    def __init__(self, name: str, data: dict[bytes, bytes], delay_s: float) -> None:
+        super().__init__(name, data)
+        self.delay_s = delay_s
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        await asyncio.sleep(self.delay_s)
+        return await super().get_many(keys)
+
+
+def test_deadline_bounds_tier_reads() -> None:
+    async def go() -> None:
+        slow = SlowTier("slow", {b"a": value(1)}, delay_s=0.5)
+        store: TieredStore[int] = TieredStore(L1Cache(100, 60.0), [slow])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await store.get_many([b"a"], [decode], timeout_s=0.05) == [UNAVAILABLE]
+        assert loop.time() - start < 0.4  # answered near the deadline, not after the tier
+        assert await store.get_many([b"a"], [decode], timeout_s=2.0) == [1]
+
+    asyncio.run(go())
+
+
+def test_identical_concurrent_misses_are_fetched_once() -> None:
+    async def go() -> None:
+        slow = SlowTier("slow", {b"a": value(1), b"b": value(2)}, delay_s=0.05)
+        store: TieredStore[int] = TieredStore(L1Cache(100, 60.0), [slow])
+        results = await asyncio.gather(
+            store.get_many([b"a", b"b"], [decode] * 2),
+            store.get_many([b"b", b"a"], [decode] * 2),
+            store.get_many([b"a"], [decode]),
+        )
+        assert results == [[1, 2], [2, 1], [1]]
+        assert sorted(k for call in slow.gets for k in call) == [b"a", b"b"]
+
+    asyncio.run(go())

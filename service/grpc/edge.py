@@ -1,0 +1,135 @@
+"""The gRPC edge: the one error table, request metrics, and the caller's deadline.
+
+Every handler of the servicer is wrapped by `edge(route)`, which times the call,
+maps livefeat's errors to status codes (looked up along the exception's
+`__mro__`, the most specific entry wins), and records
+`livefeat_request_duration_seconds` / `livefeat_requests_total` with
+transport="grpc". Requests refused by gRPC itself (a message over
+max_receive_message_length: RESOURCE_EXHAUSTED) never reach a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from service import metrics
+from service.errors import (
+    InvalidArgument,
+    LivefeatError,
+    NotFound,
+    RequestError,
+    TierError,
+    TooLarge,
+)
+
+log = structlog.get_logger("livefeat.grpc")
+Code = grpc.StatusCode
+
+CODE_OF: dict[type[Exception], grpc.StatusCode] = {
+    NotFound: Code.NOT_FOUND,
+    # Too many ids or rows: the caller must change the request, retrying cannot help.
+    TooLarge: Code.INVALID_ARGUMENT,
+    InvalidArgument: Code.INVALID_ARGUMENT,
+    RequestError: Code.INVALID_ARGUMENT,
+    TierError: Code.UNAVAILABLE,
+    LivefeatError: Code.INTERNAL,
+}
+FIELD_KEY = "livefeat-field"
+REASON_KEY = "livefeat-reason"
+MAX_METADATA_CHARS = 1024
+
+# Of the caller's remaining time, what the core may spend reading tiers: the rest
+# is kept to encode and send the answer before the deadline.
+MARGIN_FRACTION = 0.1
+MIN_MARGIN_S = 0.001
+
+S = TypeVar("S")
+R = TypeVar("R")
+Handler = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
+
+
+def code_of(exc: Exception) -> grpc.StatusCode:
+    """The status code of an exception (the one mapping table)."""
+    return next((CODE_OF[c] for c in type(exc).__mro__ if c in CODE_OF), Code.INTERNAL)
+
+
+def core_timeout(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """Seconds the core may spend on tier reads, from the caller's deadline (None: no deadline)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(remaining - max(remaining * MARGIN_FRACTION, MIN_MARGIN_S), 0.0)
+
+
+def _ascii(text: str) -> str:
+    # Metadata values must be printable ASCII; names in a request can be anything.
+    return text.encode("unicode_escape").decode("ascii")[:MAX_METADATA_CHARS]
+
+
+def error_metadata(exc: Exception) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata naming the refused field and the reason (RequestErrors only)."""
+    if not isinstance(exc, RequestError):
+        return ()
+    return ((FIELD_KEY, _ascii(exc.field)), (REASON_KEY, _ascii(exc.reason)))
+
+
+class _Recorder:
+    """Pre-bound metric children of one RPC, per status code (bound on first use)."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self._children: dict[grpc.StatusCode, tuple[Any, Any]] = {}
+        self._bind(Code.OK)
+
+    def _bind(self, code: grpc.StatusCode) -> tuple[Any, Any]:
+        labels = ("grpc", self.route, code.name)
+        children = (metrics.REQUEST_SECONDS.labels(*labels), metrics.REQUESTS.labels(*labels))
+        self._children[code] = children
+        return children
+
+    def __call__(self, code: grpc.StatusCode, seconds: float) -> None:
+        seconds_child, count_child = self._children.get(code) or self._bind(code)
+        seconds_child.observe(seconds)
+        count_child.inc()
+
+
+def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
+    """Wrap a servicer method: map errors, record metrics under `route` (the RPC name)."""
+    record = _Recorder(route)
+
+    def wrap(handler: Handler[S, R]) -> Handler[S, R]:
+        @functools.wraps(handler)
+        async def call(self: S, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+            start = time.perf_counter()
+            code = Code.OK
+            try:
+                return await handler(self, request, context)
+            except LivefeatError as exc:
+                code = code_of(exc)
+                if code is Code.INTERNAL:
+                    log.error("request failed", rpc=route, error=str(exc))
+                await context.abort(code, str(exc), error_metadata(exc))
+            except grpc.aio.AbortError:  # the handler aborted the call itself
+                code = context.code() or Code.UNKNOWN
+                raise
+            except asyncio.CancelledError:  # the caller went away or its deadline passed
+                code = Code.CANCELLED
+                raise
+            except Exception:
+                code = Code.INTERNAL
+                log.exception("unexpected error", rpc=route)
+                await context.abort(code, "internal error (logged by the server)")
+            finally:
+                record(code, time.perf_counter() - start)
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+        return call
+
+    return wrap

@@ -1,0 +1,110 @@
+"""The livefeat.v1.FeatureService servicer: wire <-> core translation, nothing else.
+
+Each handler turns the request into a core call (with the caller's deadline,
+minus a margin, as the core's timeout) and the result into a message;
+`edge` maps errors and records metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from service import metrics
+from service._gen.livefeat.v1 import livefeat_pb2 as pb
+from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
+from service.core.service import FeatureService
+from service.errors import InvalidArgument, RequestError
+from service.grpc.convert import Encoder, push_rows
+from service.grpc.edge import core_timeout, edge
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
+
+
+class FeatureServicer(pb_grpc.FeatureServiceServicer):
+    """gRPC handlers over one FeatureService core."""
+
+    def __init__(self, core: FeatureService) -> None:
+        self.core = core
+        self.encoder = Encoder(core.registry)
+        self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
+
+    @edge("GetBundle")
+    async def GetBundle(
+        self, request: pb.GetBundleRequest, context: Context
+    ) -> pb.GetBundleResponse:
+        """Features of one user, its candidate rooms and the user x room pairs."""
+        if not request.HasField("user_id"):
+            raise InvalidArgument("user_id", "required")
+        result = await self.core.get_bundle(
+            request.bundle, request.user_id, list(request.room_ids), core_timeout(context)
+        )
+        self._bundle_sizes.observe(len(result.room_ids))
+        return self.encoder.bundle(result)
+
+    @edge("GetFeatures")
+    async def GetFeatures(
+        self, request: pb.GetFeaturesRequest, context: Context
+    ) -> pb.GetFeaturesResponse:
+        """Rows of one view; user_room views take room ids in `ids`, user ids in `user_ids`."""
+        plan = self.core.view_plan(request.view)
+        ids: list[Any] = list(request.ids)
+        if len(plan.key_columns) == 2:
+            if len(request.user_ids) != len(ids):
+                raise InvalidArgument(
+                    "user_ids", f"{len(request.user_ids)} user ids for {len(ids)} ids: one per id"
+                )
+            ids = [[u, r] for u, r in zip(request.user_ids, ids, strict=True)]
+        elif request.user_ids:
+            raise InvalidArgument("user_ids", f"only for user_room views, not {plan.name!r}")
+        try:
+            _, rows = await self.core.get_features(plan.name, ids, core_timeout(context))
+        except RequestError as exc:
+            raise _pair_field(exc) from None
+        return pb.GetFeaturesResponse(
+            ids=request.ids, user_ids=request.user_ids, block=self.encoder.block(rows)
+        )
+
+    @edge("PushFeatures")
+    async def PushFeatures(
+        self, request: pb.PushFeaturesRequest, context: Context
+    ) -> pb.PushFeaturesResponse:
+        """Write one batch of rows: all checked first; a refused batch writes nothing."""
+        result = await self.core.push(request.view, push_rows(request.rows))
+        return pb.PushFeaturesResponse(
+            view=request.view, written=result.written, ignored=result.ignored, batches=1
+        )
+
+    @edge("PushFeaturesStream")
+    async def PushFeaturesStream(
+        self, requests: AsyncIterator[pb.PushFeaturesRequest], context: Context
+    ) -> pb.PushFeaturesResponse:
+        """Write a stream of batches of one view, each as PushFeatures; answer with totals."""
+        view = ""
+        written = ignored = batches = 0
+        async for request in requests:
+            try:
+                if view and request.view != view:
+                    raise InvalidArgument("view", f"a stream carries one view ({view!r})")
+                result = await self.core.push(request.view, push_rows(request.rows), "load")
+            except RequestError as exc:
+                raise type(exc)(f"batches[{batches}].{exc.field}", exc.reason) from None
+            view = request.view
+            written += result.written
+            ignored += result.ignored
+            batches += 1
+        return pb.PushFeaturesResponse(view=view, written=written, ignored=ignored, batches=batches)
+
+
+def _pair_field(exc: RequestError) -> RequestError:
+    """Name a refused pair as the request does: `ids[i][0]` is `user_ids[i]`, `[1]` is `ids[i]`."""
+    match = _PAIR_FIELD.match(exc.field)
+    if match is None:
+        return exc
+    i, part = match.groups()
+    field = f"user_ids[{i}]" if part == "0" else f"ids[{i}]"
+    return type(exc)(field + exc.field[match.end() :], exc.reason)

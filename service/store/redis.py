@@ -1,0 +1,220 @@
+"""The Redis tier (L2): shared by every replica; a single node or a Redis Cluster.
+
+redis-py's asyncio client with hiredis, on a bounded, blocking connection pool
+with short socket and connect timeouts and no retries (the tiered store falls
+through to RocksDB instead; a circuit breaker stops paying timeouts while
+Redis is down, and redis-py reconnects by itself when it is back).
+
+Read: one MGET per request on a single node; on a cluster, one pipeline per
+node, sent concurrently by redis-py's cluster pipeline.
+Write: a Lua script compares event times in the stored headers and sets the
+value with its view's TTL (storage_ttl_s), atomically, so racing writers can
+never leave an older value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from service import metrics
+from service.errors import TierTimeout, TierUnavailable
+from service.store.breaker import CircuitBreaker
+
+# KEYS[i]: key; ARGV[2i-1]: TTL in ms; ARGV[2i]: value. Event time: int64 LE at byte 6.
+NEWEST_WINS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local new = ARGV[2 * i]
+  local old = redis.call('GET', key)
+  if old and struct.unpack('<i8', old, 6) >= struct.unpack('<i8', new, 6) then
+    out[i] = 0
+  else
+    redis.call('SET', key, new, 'PX', ARGV[2 * i - 1])
+    out[i] = 1
+  end
+end
+return out
+"""
+SCRIPT_KEYS_PER_CALL = 500  # bounds how long one script call holds Redis
+CLUSTER_CONCURRENCY = 64  # script calls in flight at once on a cluster
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """Connection settings; seconds throughout."""
+
+    url: str
+    socket_timeout_s: float = 0.1
+    connect_timeout_s: float = 0.2
+    pool_size: int = 32
+    pool_wait_s: float = 0.05
+    breaker_failures: int = 3
+    breaker_open_s: float = 1.0
+
+
+class RedisTier:
+    """A Tier over Redis. `ttl_ms_of(key)` gives the TTL of a key's view, in ms."""
+
+    name = "redis"
+
+    def __init__(self, options: RedisOptions, ttl_ms_of: Callable[[bytes], int]) -> None:
+        self.options = options
+        self.cluster = options.url.startswith(("redis+cluster://", "rediss+cluster://"))
+        self._ttl_ms_of = ttl_ms_of
+        self._client: Any = _client(options, self.cluster)
+        self._sha = hashlib.sha1(NEWEST_WINS.encode()).hexdigest()
+        self._script_loaded = False
+        self.breaker = CircuitBreaker(options.breaker_failures, options.breaker_open_s)
+        self._circuit = metrics.TIER_CIRCUIT_OPEN.labels(self.name)
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.cluster else "node"
+        return f"<RedisTier {kind} {_redact(self.options.url)} circuit {self.breaker.state}>"
+
+    async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        if not self.breaker.allow():
+            self._circuit.set(1)
+            raise TierUnavailable(self.name, "circuit open after repeated failures")
+        try:
+            result = await fn()
+        except RedisTimeout as exc:
+            self._failed()
+            raise TierTimeout(self.name, f"{what}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            self._failed()
+            raise TierUnavailable(self.name, f"{what}: {type(exc).__name__}: {exc}") from exc
+        self.breaker.success()
+        self._circuit.set(0)
+        return result
+
+    def _failed(self) -> None:
+        self.breaker.failure()
+        self._circuit.set(1 if self.breaker.state != "closed" else 0)
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """One MGET (single node) or one pipeline per node (cluster)."""
+
+        async def go() -> list[bytes | None]:
+            if not self.cluster:
+                return list(await self._client.mget(keys))
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            return list(await pipe.execute())
+
+        return await self._call("get", go)  # type: ignore[no-any-return]
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        """Newest event wins, atomically per key (server-side script), with the view's TTL."""
+
+        async def go() -> list[bool]:
+            if not self._script_loaded:
+                await self._client.script_load(NEWEST_WINS)
+                self._script_loaded = True
+            try:
+                return await self._put(items)
+            except NoScriptError:  # Redis restarted or was flushed: load it again
+                await self._client.script_load(NEWEST_WINS)
+                return await self._put(items)
+
+        return await self._call("put", go)  # type: ignore[no-any-return]
+
+    async def _put(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        if self.cluster:
+            return await self._put_cluster(items)
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
+            chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
+            args: list[Any] = []
+            for key, value in chunk:
+                args += (self._ttl_ms_of(key), value)
+            pipe.evalsha(self._sha, len(chunk), *(k for k, _ in chunk), *args)
+        results = await pipe.execute()
+        return [bool(r) for chunk in results for r in chunk]
+
+    async def _put_cluster(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        # The keys of one script call must share a slot (and redis-py's cluster
+        # pipeline refuses scripts): one call per slot, CLUSTER_CONCURRENCY at a time.
+        by_slot: dict[int, list[int]] = {}
+        for i, (key, _) in enumerate(items):
+            by_slot.setdefault(key_slot(key), []).append(i)
+        written = [False] * len(items)
+
+        async def one(indexes: list[int]) -> None:
+            keys = [items[i][0] for i in indexes]
+            args: list[Any] = []
+            for i in indexes:
+                args += (self._ttl_ms_of(items[i][0]), items[i][1])
+            result = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+            for i, r in zip(indexes, result, strict=True):
+                written[i] = bool(r)
+
+        groups = list(by_slot.values())
+        for start in range(0, len(groups), CLUSTER_CONCURRENCY):
+            chunk = groups[start : start + CLUSTER_CONCURRENCY]
+            results = await asyncio.gather(*(one(g) for g in chunk), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        return written
+
+    async def ready(self) -> bool:
+        """A PING answered (also a half-open breaker's probe)."""
+        try:
+            await self._call("ping", self._client.ping)
+        except (TierUnavailable, TierTimeout):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close every connection (and the pool we made: redis-py leaves a given pool open)."""
+        if self.cluster:
+            await self._client.aclose()
+        else:
+            await self._client.aclose(close_connection_pool=True)
+
+
+def _client(options: RedisOptions, cluster: bool) -> Any:
+    common: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout_s,
+        "socket_connect_timeout": options.connect_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": "livefeat",
+    }
+    if cluster:
+        url = options.url.replace("+cluster", "", 1)
+        return RedisCluster.from_url(url, max_connections=options.pool_size, **common)
+    pool = aredis.BlockingConnectionPool.from_url(
+        options.url, max_connections=options.pool_size, timeout=options.pool_wait_s, **common
+    )
+    return aredis.Redis(connection_pool=pool)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def ttl_by_prefix(prefixes: Mapping[bytes, int]) -> Callable[[bytes], int]:
+    """A `ttl_ms_of(key)` for keys `view:version:id...`: the TTL of the key's view prefix."""
+
+    def ttl_ms_of(key: bytes) -> int:
+        second = key.index(b":", key.index(b":") + 1)
+        return prefixes[key[: second + 1]]
+
+    return ttl_ms_of
