@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from service.core.codec import event_time_of
 from service.core.registry import ViewPlan
+from service.core.service import record_writes
 from service.errors import LoadError
 from service.store.tiered import TieredStore
 
@@ -158,7 +160,9 @@ async def load_file(
     rows = written = 0
     for batch in iter_batches(pf, plan, batch_rows):
         items = encode_batch(plan, batch)
-        written += sum(await store.put_many(items))
+        done = sum(await store.put_many(items))
+        record_writes(plan.name, "load", [event_time_of(v) for _, v in items], done)
+        written += done
         rows += len(items)
         if progress:
             progress(len(items))

@@ -70,6 +70,22 @@ WRITTEN_ROWS = Counter(
     ["view", "source", "outcome"],
     registry=REGISTRY,
 )
+VALUE_AGE_SAMPLE_EVERY = 16
+VALUE_AGE_SECONDS = Histogram(
+    "livefeat_served_value_age_seconds",
+    "Age (now - event time) of values served, by view. Sampled: the rows of one "
+    f"request in {VALUE_AGE_SAMPLE_EVERY}.",
+    ["view"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600, 14400, 86400, 604800),
+    registry=REGISTRY,
+)
+NEWEST_EVENT_SECONDS = Gauge(
+    "livefeat_newest_event_timestamp_seconds",
+    "Newest event time (Unix seconds) accepted by this process's write path, by view: "
+    "time() minus this is how long ago a writer last sent something new.",
+    ["view"],
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "livefeat_request_batch_size",
     "Entities asked for in one request, by route.",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
@@ -11,6 +16,9 @@ import uvloop
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
 from service.core.service import FeatureService, Limits
+from service.errors import LivefeatError
+from service.grpc import GrpcServer
+from service.grpc.server import address
 from service.http.app import create_app
 from service.settings import Settings
 from service.store.base import Tier
@@ -52,12 +60,109 @@ def build_core(settings: Settings, registry: Registry | None = None) -> FeatureS
     return FeatureService(registry, store, limits)
 
 
-async def serve(settings: Settings) -> None:
-    """Serve HTTP until SIGINT or SIGTERM, then drain and close the store."""
+# On SIGTERM: readiness goes false at once, and the listeners stay open this long
+# so that load balancers see it before connections are refused.
+DRAIN_DELAY_S = 1.0
+# Then calls and requests in flight may finish for this long.
+GRACE_S = 20.0
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn's server without its own signal handlers: `serve` owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install nothing (uvicorn's would stop HTTP alone, without the drain)."""
+        yield
+
+
+class _Signals:
+    """SIGTERM and SIGINT on the running loop: the first starts the drain, a second cuts it short."""
+
+    NAMES = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+
+    def __enter__(self) -> _Signals:
+        loop = asyncio.get_running_loop()
+        for sig in self.NAMES:
+            loop.add_signal_handler(sig, self._handle, sig)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.NAMES:
+            loop.remove_signal_handler(sig)
+
+    def _handle(self, sig: signal.Signals) -> None:
+        log.info("signal", signal=sig.name, action="force" if self.stop.is_set() else "drain")
+        (self.force if self.stop.is_set() else self.stop).set()
+
+
+async def _run_http(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. port in use)
+        raise LivefeatError("the HTTP server could not start (see the log above)") from exc
+
+
+async def _first(*aws: Awaitable[Any], timeout_s: float | None = None) -> None:
+    """Wait until one of `aws` is done (or `timeout_s` passes); cancel the waits we made."""
+    futures = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futures, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future, given in zip(futures, aws, strict=True):
+            if future is not given:
+                future.cancel()
+
+
+async def _force_on(event: asyncio.Event, http: uvicorn.Server, rpc: GrpcServer) -> None:
+    await event.wait()
+    http.force_exit = True
+    await rpc.stop(0)
+
+
+async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> None:
+    """Serve HTTP and gRPC on this loop, over one core, until SIGTERM or SIGINT; then drain.
+
+    Drain: readiness false (HTTP /readyz 503, gRPC health NOT_SERVING), wait
+    `drain_delay_s`, stop accepting, let calls in flight finish (up to GRACE_S),
+    close the store. A second signal cuts the waits short.
+    """
     core = build_core(settings)
-    app = create_app(core, settings.max_body_bytes)
-    config = uvicorn.Config(
-        app,
+    try:
+        app = create_app(core, settings.max_body_bytes)
+        http = _HttpServer(_http_config(app, settings))
+        rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes)
+        with _Signals() as signals:
+            await rpc.start()
+            http_task = asyncio.create_task(_run_http(http))
+            force = asyncio.create_task(_force_on(signals.force, http, rpc))
+            log.info("serving", http=address(settings.http_host, settings.http_port),
+                     grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
+                     registry=str(settings.registry), tiers=[t.name for t in core.store.tiers])  # fmt: skip
+            try:
+                await _first(signals.stop.wait(), http_task)
+                app.state.draining = True
+                await rpc.drain()
+                await _first(signals.force.wait(), http_task, timeout_s=drain_delay_s)
+                http.should_exit = True
+                await asyncio.gather(rpc.stop(GRACE_S), http_task)
+            finally:
+                force.cancel()
+                http_task.cancel()
+                await rpc.stop(0)
+    finally:
+        await core.store.close()
+        log.info("stopped")
+
+
+def _http_config(app: object, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
         host=settings.http_host,
         port=settings.http_port,
         loop="none",
@@ -65,20 +170,10 @@ async def serve(settings: Settings) -> None:
         access_log=False,
         log_config=None,
         lifespan="off",
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACE_S,
     )
-    server = uvicorn.Server(config)
-    log.info("serving", http=f"{settings.http_host}:{settings.http_port}",
-             data_dir=str(settings.data_dir), registry=str(settings.registry),
-             tiers=[t.name for t in core.store.tiers])  # fmt: skip
-    try:
-        await server.serve()
-    finally:
-        app.state.draining = True
-        await core.store.close()
-        log.info("stopped")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> None:
     """Run `serve` on uvloop."""
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, drain_delay_s))

@@ -85,6 +85,8 @@ class FeatureService:
         self.limits = limits
         self._clock_ms = clock_ms
         self._write_lock = asyncio.Lock()
+        self._requests_seen = 0
+        self._age = {name: metrics.VALUE_AGE_SECONDS.labels(name) for name in registry.views}
         self._served = {
             name: [metrics.SERVED_ROWS.labels(name, s.name) for s in Status]
             for name in registry.views
@@ -187,7 +189,17 @@ class FeatureService:
             count = statuses.count(status)
             if count:
                 counters[status - 1].inc(count)
+        self._sample_ages(plan.name, ages)
         return ViewRows(plan, rows, statuses, ages)
+
+    def _sample_ages(self, view: str, ages_ms: list[int]) -> None:
+        self._requests_seen += 1
+        if self._requests_seen % metrics.VALUE_AGE_SAMPLE_EVERY:
+            return
+        histogram = self._age[view]
+        for age in ages_ms:
+            if age >= 0:
+                histogram.observe(age / 1000)
 
     async def push(self, view: Any, rows: Any, source: str = "push") -> PushResult:
         """Write rows of one view (newest event wins). All checked before anything is written.
@@ -212,10 +224,8 @@ class FeatureService:
                 full.update(values)
                 items.append((key, plan.codec.encode(event_time_ms, full)))
             written = sum(await self.store.put_many(items))
-        ignored = len(items) - written
-        metrics.WRITTEN_ROWS.labels(plan.name, source, "written").inc(written)
-        metrics.WRITTEN_ROWS.labels(plan.name, source, "ignored").inc(ignored)
-        return PushResult(written, ignored)
+        record_writes(plan.name, source, [t for _, t, _ in checked], written)
+        return PushResult(written, len(items) - written)
 
     def _check_row(self, plan: ViewPlan, field: str, row: Any) -> tuple[bytes, int, dict[str, Any]]:
         if not isinstance(row, dict):
@@ -265,6 +275,20 @@ class FeatureService:
                     "age_ms": now - event_time_ms, "values": values,
                 }  # fmt: skip
         return {"view": plan.name, "key": key.decode(), "tiers": tiers}
+
+
+def record_writes(view: str, source: str, event_times_ms: Sequence[int], written: int) -> None:
+    """Count rows written and ignored; move the view's newest-event gauge forward."""
+    metrics.WRITTEN_ROWS.labels(view, source, "written").inc(written)
+    metrics.WRITTEN_ROWS.labels(view, source, "ignored").inc(len(event_times_ms) - written)
+    if written and event_times_ms:
+        newest = max(event_times_ms) / 1000
+        if newest > _newest_event_s.get(view, 0.0):
+            _newest_event_s[view] = newest
+            metrics.NEWEST_EVENT_SECONDS.labels(view).set(newest)
+
+
+_newest_event_s: dict[str, float] = {}  # the gauge's value per view (a gauge has no max())
 
 
 def _describe_l1(row: Row | None, now: int) -> dict[str, Any]:

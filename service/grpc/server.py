@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.core.service import FeatureService
+from service.errors import LivefeatError
 from service.grpc.servicer import FeatureServicer
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
@@ -45,7 +46,10 @@ class GrpcServer:
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.host = host
-        self.port = self.server.add_insecure_port(address(host, port))
+        try:
+            self.port = self.server.add_insecure_port(address(host, port))
+        except RuntimeError as exc:  # grpc says only "Failed to bind to address"
+            raise LivefeatError(f"gRPC cannot listen on {address(host, port)}: {exc}") from exc
         self.state = "new"
 
     def __repr__(self) -> str:
