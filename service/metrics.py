@@ -52,6 +52,18 @@ TIER_CIRCUIT_OPEN = Gauge(
     ["tier"],
     registry=REGISTRY,
 )
+WRITE_BEHIND_QUEUED = Gauge(
+    "livefeat_write_behind_queued_rows",
+    "Rows waiting to be written in the background into a tier (fills).",
+    ["tier"],
+    registry=REGISTRY,
+)
+WRITE_BEHIND_DROPPED = Counter(
+    "livefeat_write_behind_dropped_total",
+    "Background fill rows dropped because the tier's queue was full.",
+    ["tier"],
+    registry=REGISTRY,
+)
 L1_ROWS = Gauge("livefeat_l1_rows", "Rows held in the L1 cache.", registry=REGISTRY)
 L1_EVICTIONS = Counter(
     "livefeat_l1_evictions_total", "Rows evicted from L1 to respect its size bound.",

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 import uvicorn
 import uvloop
+from fastapi import FastAPI
 
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
@@ -64,7 +65,7 @@ def build_core(settings: Settings, registry: Registry | None = None) -> FeatureS
 # so that load balancers see it before connections are refused.
 DRAIN_DELAY_S = 1.0
 # Then calls and requests in flight may finish for this long.
-GRACE_S = 20.0
+GRACE_S = 20
 
 
 class _HttpServer(uvicorn.Server):
@@ -77,7 +78,7 @@ class _HttpServer(uvicorn.Server):
 
 
 class _Signals:
-    """SIGTERM and SIGINT on the running loop: the first starts the drain, a second cuts it short."""
+    """SIGTERM and SIGINT on the running loop: the first starts the drain, a second forces."""
 
     NAMES = (signal.SIGTERM, signal.SIGINT)
 
@@ -143,7 +144,8 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
             log.info("serving", http=address(settings.http_host, settings.http_port),
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
-                     registry=str(settings.registry), tiers=[t.name for t in core.store.tiers])  # fmt: skip
+                     registry=str(settings.registry),
+                     tiers=[t.name for t in core.store.tiers])  # fmt: skip
             try:
                 await _first(signals.stop.wait(), http_task)
                 app.state.draining = True
@@ -160,9 +162,9 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
         log.info("stopped")
 
 
-def _http_config(app: object, settings: Settings) -> uvicorn.Config:
+def _http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         host=settings.http_host,
         port=settings.http_port,
         loop="none",

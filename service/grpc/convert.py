@@ -51,7 +51,7 @@ class Encoder:
             numeric=b"".join([r.numeric for r in rows]),
             strings=strings,
             vectors=vectors,
-            status=view.statuses,
+            status=view.statuses,  # type: ignore[arg-type]  # core Status = proto numbers
             age_ms=view.ages_ms,
         )
 

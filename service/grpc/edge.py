@@ -14,7 +14,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -50,9 +50,11 @@ MAX_METADATA_CHARS = 1024
 MARGIN_FRACTION = 0.1
 MIN_MARGIN_S = 0.001
 
+# grpc.aio.ServicerContext; grpcio ships no type information.
+Context: TypeAlias = Any
 S = TypeVar("S")
 R = TypeVar("R")
-Handler = Callable[[S, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
+Handler = Callable[[S, Any, Context], Awaitable[R]]
 
 
 def code_of(exc: Exception) -> grpc.StatusCode:
@@ -60,7 +62,7 @@ def code_of(exc: Exception) -> grpc.StatusCode:
     return next((CODE_OF[c] for c in type(exc).__mro__ if c in CODE_OF), Code.INTERNAL)
 
 
-def core_timeout(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+def core_timeout(context: Context) -> float | None:
     """Seconds the core may spend on tier reads, from the caller's deadline (None: no deadline)."""
     remaining = context.time_remaining()
     if remaining is None:
@@ -106,7 +108,7 @@ def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
 
     def wrap(handler: Handler[S, R]) -> Handler[S, R]:
         @functools.wraps(handler)
-        async def call(self: S, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+        async def call(self: S, request: Any, context: Context) -> R:
             start = time.perf_counter()
             code = Code.OK
             try:

@@ -11,17 +11,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from service import metrics
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.core.service import FeatureService
 from service.errors import InvalidArgument, RequestError
 from service.grpc.convert import Encoder, push_rows
-from service.grpc.edge import core_timeout, edge
+from service.grpc.edge import Context, core_timeout, edge
 
-Context = grpc.aio.ServicerContext[Any, Any]
 _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 
 

@@ -1,8 +1,10 @@
 """The tiered store: the one place that owns fall-through, fill and failure policy.
 
 Read: L1, then each durable tier in order (Redis, then RocksDB) for the keys
-the tiers above did not have; what a lower tier finds is decoded once, put in
-L1, and written back to the durable tiers above it in the background. A tier
+the tiers above did not have; what a tier finds is decoded once, put in L1,
+and offered to the other durable tiers in the background (bounded queues):
+Redis is filled from RocksDB, and the local RocksDB keeps what Redis served
+as its last-good copy. A tier
 that fails is skipped; a key no tier could answer comes back UNAVAILABLE.
 Write: every durable tier, newest event wins in each; L1 forgets written keys.
 Per-tier metrics are recorded here, around each tier call.
@@ -11,7 +13,7 @@ Per-tier metrics are recorded here, around each tier call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from service.core.codec import CorruptValue
 from service.errors import TierError, TierTimeout
 from service.store.base import Tier
 from service.store.l1 import MISS, L1Cache
+from service.store.writebehind import WriteBehind
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -55,13 +58,16 @@ class TieredStore(Generic[V]):
         self.tiers = tuple(tiers)
         self._l1m = _TierMetrics("l1")
         self._m = [_TierMetrics(t.name) for t in self.tiers]
-        self._background: set[asyncio.Task[None]] = set()
+        self._behind = [
+            WriteBehind(t.name, functools.partial(self._put, t, m))
+            for t, m in zip(self.tiers, self._m, strict=True)
+        ]
         self._inflight: dict[bytes, asyncio.Future[Any]] = {}
         metrics.L1_ROWS.set_function(lambda: len(self.l1))
 
     def __repr__(self) -> str:
         names = " > ".join(["l1", *(t.name for t in self.tiers)])
-        return f"<TieredStore {names}, {len(self._background)} fills pending>"
+        return f"<TieredStore {names}, {self._behind}>"
 
     async def get_many(
         self,
@@ -140,8 +146,8 @@ class TieredStore(Generic[V]):
                 fill.append((key, raw))
             m.hit.inc(len(fill))
             m.miss.inc(len(still))
-            if fill and depth:
-                self._fill_above(depth, fill)
+            if fill and len(self.tiers) > 1:
+                self._fill(depth, fill)
             pending = still
         for key in pending:
             found[key] = UNAVAILABLE if failed else None
@@ -171,17 +177,17 @@ class TieredStore(Generic[V]):
         finally:
             m.get_s.observe(time.perf_counter() - start)
 
-    def _fill_above(self, depth: int, items: list[tuple[bytes, bytes]]) -> None:
-        for tier, m in zip(self.tiers[:depth], self._m[:depth], strict=True):
-            task = asyncio.create_task(self._put_quietly(tier, m, items))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    def _fill(self, depth: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Offer what tier `depth` returned to every other durable tier, in the background."""
+        for i, behind in enumerate(self._behind):
+            if i != depth:
+                behind.offer(items)
 
-    async def _put_quietly(
-        self, tier: Tier, m: _TierMetrics, items: list[tuple[bytes, bytes]]
-    ) -> None:
-        with contextlib.suppress(TierError):  # counted in _put; a fill is an optimisation
-            await self._put(tier, m, items)
+    def absorb(self, items: Sequence[tuple[bytes, bytes]], keys: Sequence[bytes]) -> None:
+        """Another replica wrote: forget `keys` in L1, keep `items` in the local (last) tier."""
+        self.l1.invalidate(keys)
+        if items and len(self.tiers) > 1:
+            self._behind[-1].offer(items)
 
     async def _put(
         self, tier: Tier, m: _TierMetrics, items: Sequence[tuple[bytes, bytes]]
@@ -253,7 +259,7 @@ class TieredStore(Generic[V]):
 
     async def close(self) -> None:
         """Wait for background fills, then close every tier."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        for behind in self._behind:
+            await behind.drain()
         for tier in self.tiers:
             await tier.close()

@@ -1,0 +1,82 @@
+"""Background writes into one tier through a bounded queue: fills of Redis from
+RocksDB, and of the local RocksDB from Redis and from change notifications.
+
+No request waits on it. When the queue is full, new items are dropped and
+counted (livefeat_write_behind_dropped_total): a fill is an optimisation, and
+a bounded queue keeps a slow tier from growing memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from service import metrics
+from service.errors import TierError
+
+Items = Sequence[tuple[bytes, bytes]]
+
+
+class WriteBehind:
+    """A bounded queue of (key, value) items and one task writing them in batches."""
+
+    def __init__(
+        self,
+        name: str,
+        put: Callable[[Items], Awaitable[object]],
+        max_items: int = 200_000,
+        batch_items: int = 2_000,
+    ) -> None:
+        self.name = name
+        self.max_items = max_items
+        self._put = put
+        self._batch_items = batch_items
+        self._queue: list[tuple[bytes, bytes]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._dropped = metrics.WRITE_BEHIND_DROPPED.labels(name)
+        self._depth = metrics.WRITE_BEHIND_QUEUED.labels(name)
+
+    def __repr__(self) -> str:
+        return f"<WriteBehind {self.name} [{len(self._queue)}/{self.max_items} queued]>"
+
+    def offer(self, items: Items) -> int:
+        """Queue what fits; returns how many items were dropped. Never blocks."""
+        room = self.max_items - len(self._queue)
+        take = list(items[: max(room, 0)])
+        dropped = len(items) - len(take)
+        if dropped:
+            self._dropped.inc(dropped)
+        if take:
+            self._queue += take
+            self._depth.set(len(self._queue))
+            self._idle.clear()
+            self._wake.set()
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._run())
+        return dropped
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._queue[: self._batch_items]
+            del self._queue[: self._batch_items]
+            self._depth.set(len(self._queue))
+            with contextlib.suppress(TierError):  # counted where the tier call is recorded
+                await self._put(batch)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait until the queue is written (at most `timeout_s`), then stop the task."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
