@@ -1,4 +1,4 @@
-"""The command line: `livefeat serve`, `livefeat load`, `livefeat demo`.
+"""The command line: `livefeat serve`, `livefeat load`, `livefeat demo`, `livefeat get`.
 
 Every flag also reads from its LIVEFEAT_* environment variable (settings.py);
 a flag given on the command line wins.
@@ -43,15 +43,26 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-host", help="(LIVEFEAT_HTTP_HOST, default 0.0.0.0)")
     serve.add_argument("--http-port", type=int, help="(LIVEFEAT_HTTP_PORT, default 8080)")
     serve.add_argument("--grpc-port", type=int, help="(LIVEFEAT_GRPC_PORT, default 50051)")
+    serve.add_argument("--drain-delay-s", type=float, default=1.0,
+                       help="on SIGTERM, seconds between readiness false and closing the ports")  # fmt: skip
     load = sub.add_parser("load", help="load a Parquet file into one view")
     load.add_argument("view")
     load.add_argument("file", type=Path)
     _common(load)
-    load.add_argument("--batch-rows", type=int, default=50_000, help="rows per write batch")
+    load.add_argument("--batch-rows", type=int,
+                      help="rows per write batch (50,000; with --server 1,000 per message)")  # fmt: skip
+    load.add_argument("--server", metavar="HOST:PORT",
+                      help="stream the rows through a running service's gRPC port")  # fmt: skip
     demo = sub.add_parser("demo", help="generate the standard workload and load it")
     _common(demo)
     demo.add_argument("--force", action="store_true", help="generate and load again")
     demo.add_argument("--small", action="store_true", help="a small workload (tests)")
+    get = sub.add_parser("get", help="call GetBundle on a running service, print the reply")
+    get.add_argument("user_id", type=int)
+    get.add_argument("room_ids", type=int, nargs="+", metavar="room_id")
+    get.add_argument("--server", default="localhost:50051", metavar="HOST:PORT")
+    get.add_argument("--bundle", default="live_ranker")
+    get.add_argument("--timeout-s", type=float, default=5.0, help="the call's deadline")
     return top
 
 
@@ -71,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from service.server import run
 
-            run(settings)
+            run(settings, args.drain_delay_s)
+        elif args.command == "load" and args.server:
+            print(_load_remote(settings, args.view, args.file, args.server, args.batch_rows))
         elif args.command == "load":
-            result = asyncio.run(_load(settings, args.view, args.file, args.batch_rows))
-            print(result)
+            batch_rows = args.batch_rows or 50_000
+            print(asyncio.run(_load(settings, args.view, args.file, batch_rows)))
+        elif args.command == "get":
+            print(_get(args.server, args.user_id, args.room_ids, args.bundle, args.timeout_s))
         else:
             _demo(settings, args.force, args.small)
     except (LivefeatError, ValidationError) as exc:
@@ -98,6 +113,31 @@ async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> s
         raise LivefeatError(f"no view {view!r} in {settings.registry}")
     store = _open_store(settings, registry)
     return await _load_into(store, registry.views[view], path, batch_rows)
+
+
+def _load_remote(
+    settings: Settings, view: str, path: Path, server: str, batch_rows: int | None
+) -> str:
+    from service.grpc import remote
+
+    registry = load_registry(settings.registry)
+    if view not in registry.views:
+        raise LivefeatError(f"no view {view!r} in {settings.registry}")
+    started = time.perf_counter()
+    with tqdm(unit="rows", unit_scale=True, desc=view, disable=None) as bar:
+        got = remote.load(server, registry.views[view], path, batch_rows or 1_000, bar.update)
+    seconds = time.perf_counter() - started
+    return (f"{view}: {got.written + got.ignored} rows in {got.batches} batches to {server} "
+            f"in {seconds:.1f} s: {got.written} written, {got.ignored} ignored as not newer")  # fmt: skip
+
+
+def _get(server: str, user_id: int, room_ids: list[int], bundle: str, timeout_s: float) -> str:
+    import orjson
+
+    from service.grpc import remote
+
+    got = remote.get_bundle(server, user_id, room_ids, bundle, timeout_s)
+    return orjson.dumps(got, option=orjson.OPT_INDENT_2).decode()
 
 
 async def _load_into(store: TieredStore[Any], plan: Any, path: Path, batch_rows: int) -> str:

@@ -131,22 +131,23 @@ def to_value(x: Any) -> pb.Value:
     return pb.Value(vector_value=pb.FloatVector(values=x))
 
 
-def push_request(view: str, rows: Rows) -> pb.PushFeaturesRequest:
-    """A push of rows given as the HTTP API's objects: {"id", "event_time_ms", "values"}.
+def push_row(row: Mapping[str, Any]) -> pb.PushRow:
+    """A row given as the HTTP API's object: {"id", "event_time_ms", "values"}.
 
-    `id` is an int, or [user_id, room_id] for user_room views.
+    `id` is an int, or [user_id, room_id] for user_room views. What is missing
+    is left unset (the server refuses it, naming the field).
     """
-    return pb.PushFeaturesRequest(
-        view=view,
-        rows=[
-            pb.PushRow(
-                id=r["id"] if isinstance(r["id"], list | tuple) else [r["id"]],
-                event_time_ms=r["event_time_ms"],
-                values={name: to_value(v) for name, v in r["values"].items()},
-            )
-            for r in rows
-        ],
+    ids = row.get("id", ())
+    return pb.PushRow(
+        id=ids if isinstance(ids, list | tuple) else [ids],
+        event_time_ms=row.get("event_time_ms"),
+        values={name: to_value(v) for name, v in row.get("values", {}).items()},
     )
+
+
+def push_request(view: str, rows: Rows) -> pb.PushFeaturesRequest:
+    """A push of rows of one view (see `push_row`)."""
+    return pb.PushFeaturesRequest(view=view, rows=[push_row(r) for r in rows])
 
 
 class LivefeatClient:

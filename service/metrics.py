@@ -64,6 +64,23 @@ WRITE_BEHIND_DROPPED = Counter(
     ["tier"],
     registry=REGISTRY,
 )
+CHANGE_FEED_CONNECTED = Gauge(
+    "livefeat_change_feed_connected",
+    "1 while this replica is subscribed to change notifications.",
+    registry=REGISTRY,
+)
+CHANGE_FEED_KEYS = Counter(
+    "livefeat_change_feed_keys_total",
+    "Keys in change notifications, by direction (published, received).",
+    ["direction"],
+    registry=REGISTRY,
+)
+CHANGE_FEED_DELAY_SECONDS = Histogram(
+    "livefeat_change_feed_delay_seconds",
+    "From a notification's publication by one replica to its receipt by this one.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+    registry=REGISTRY,
+)
 L1_ROWS = Gauge("livefeat_l1_rows", "Rows held in the L1 cache.", registry=REGISTRY)
 L1_EVICTIONS = Counter(
     "livefeat_l1_evictions_total", "Rows evicted from L1 to respect its size bound.",

@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
+from redis.exceptions import RedisError
+
 from service import metrics
 from service.core.codec import CorruptValue
 from service.errors import TierError, TierTimeout
 from service.store.base import Tier
 from service.store.l1 import MISS, L1Cache
+from service.store.notify import ChangeFeed
 from service.store.writebehind import WriteBehind
 
 V = TypeVar("V")
@@ -58,6 +61,7 @@ class TieredStore(Generic[V]):
         self.tiers = tuple(tiers)
         self._l1m = _TierMetrics("l1")
         self._m = [_TierMetrics(t.name) for t in self.tiers]
+        self.feed: ChangeFeed | None = None  # set when replicas share Redis
         self._behind = [
             WriteBehind(t.name, functools.partial(self._put, t, m))
             for t, m in zip(self.tiers, self._m, strict=True)
@@ -214,7 +218,18 @@ class TieredStore(Generic[V]):
                 written = [a or b for a, b in zip(written, result, strict=True)]
         finally:
             self.l1.invalidate(k for k, _ in items)
+        if self.feed is not None:
+            await self._publish([item for item, w in zip(items, written, strict=True) if w])
         return written
+
+    async def _publish(self, items: list[tuple[bytes, bytes]]) -> None:
+        assert self.feed is not None
+        try:
+            await self.feed.publish(items)
+        except TierError as exc:
+            # The write is durable; other replicas' L1 TTL bounds how long they miss it.
+            metrics.TIER_ERRORS.labels("change_feed", "publish", type(exc).__name__).inc()
+            log.warning("could not publish %d changed keys: %s", len(items), exc)
 
     async def get_stored(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """Stored values from the durable tiers only (bypassing L1), aligned with `keys`.
@@ -259,6 +274,8 @@ class TieredStore(Generic[V]):
 
     async def close(self) -> None:
         """Wait for background fills, then close every tier."""
+        if self.feed is not None:
+            await self.feed.close()
         for behind in self._behind:
             await behind.drain()
         for tier in self.tiers:
