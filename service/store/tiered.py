@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
-from redis.exceptions import RedisError
-
 from service import metrics
 from service.core.codec import CorruptValue
 from service.errors import TierError, TierTimeout
