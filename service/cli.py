@@ -22,7 +22,6 @@ from service.core.registry import Registry, load_registry
 from service.errors import LivefeatError
 from service.settings import Settings
 from service.store.l1 import L1Cache
-from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
 
 DEMO_MARKER = "DEMO_LOADED"
@@ -101,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open_store(settings: Settings, registry: Registry) -> TieredStore[Row]:
-    from service.server import open_tiers
+    from service.server import open_store
 
-    return TieredStore(L1Cache(0, 1.0), open_tiers(settings, registry, for_load=True))
+    return open_store(settings, registry, L1Cache(0, 1.0), for_load=True)
 
 
 async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> str:
@@ -112,7 +111,8 @@ async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> s
     if view not in registry.views:
         raise LivefeatError(f"no view {view!r} in {settings.registry}")
     store = _open_store(settings, registry)
-    return await _load_into(store, registry.views[view], path, batch_rows)
+    checkpoints = Path(settings.data_dir) / "loads"
+    return await _load_into(store, registry.views[view], path, batch_rows, checkpoints)
 
 
 def _load_remote(
@@ -140,24 +140,25 @@ def _get(server: str, user_id: int, room_ids: list[int], bundle: str, timeout_s:
     return orjson.dumps(got, option=orjson.OPT_INDENT_2).decode()
 
 
-async def _load_into(store: TieredStore[Any], plan: Any, path: Path, batch_rows: int) -> str:
-    import pyarrow.parquet as pq
+async def _load_into(
+    store: TieredStore[Any], plan: Any, path: Path, batch_rows: int, checkpoints: Path
+) -> str:
+    from service.load import Checkpoint, check_file, load_file
 
-    from service.load import load_file
-
-    total = pq.ParquetFile(path).metadata.num_rows if path.exists() else None
     started = time.perf_counter()
     try:
+        total = check_file(plan, path).metadata.num_rows
+        checkpoint = Checkpoint(checkpoints, plan.name, path, batch_rows)
         with tqdm(total=total, unit="rows", unit_scale=True, desc=plan.name, disable=None) as bar:
-            result = await load_file(plan, path, store, batch_rows, bar.update)
-        for tier in store.tiers:
-            if isinstance(tier, RocksTier):
-                tier.flush()
+            result = await load_file(plan, path, store, batch_rows, bar.update, checkpoint)
+        await store.sync()
     finally:
         await store.close()
     seconds = time.perf_counter() - started
-    return (f"{plan.name}: {result.rows} rows in {seconds:.1f} s ({result.rows / seconds:,.0f} rows/s): "
-            f"{result.written} written, {result.ignored} ignored as not newer")  # fmt: skip
+    loaded = result.rows - result.resumed
+    resumed = f", {result.resumed} done by an earlier run" if result.resumed else ""
+    return (f"{plan.name}: {loaded} rows in {seconds:.1f} s ({loaded / seconds:,.0f} rows/s): "
+            f"{result.written} written, {result.ignored} ignored as not newer{resumed}")  # fmt: skip
 
 
 def _demo(settings: Settings, force: bool, small: bool) -> None:
@@ -181,5 +182,7 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
         if view not in registry.views:
             raise LivefeatError(f"the registry {settings.registry} has no view {view!r}")
         store = _open_store(settings, registry)
-        print(asyncio.run(_load_into(store, registry.views[view], path, 50_000)))
+        print(
+            asyncio.run(_load_into(store, registry.views[view], path, 50_000, data_dir / "loads"))
+        )
     marker.write_text(f"{spec}, event_time_ms={now_ms}\n")

@@ -8,6 +8,9 @@ file twice writes nothing the second time.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +32,13 @@ _NUMPY = {"int64": np.int64, "double": np.float64, "float": np.float32, "bool": 
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """Rows read from the file, written, and ignored as no newer than what is stored."""
+    """Rows in the file, written, ignored as no newer than what is stored, and
+    skipped as loaded by an earlier run (resumed from its checkpoint)."""
 
     rows: int
     written: int
     ignored: int
+    resumed: int = 0
 
 
 def _type_ok(kind: str, t: pa.DataType, dim: int) -> bool:
@@ -148,22 +153,72 @@ def iter_batches(pf: pq.ParquetFile, plan: ViewPlan, batch_rows: int) -> Iterato
     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
+class Checkpoint:
+    """How many rows of one file are durably loaded, so a re-run after a crash resumes.
+
+    Kept beside the data as JSON; bound to the file's path, size and mtime and to
+    the batch size, so a changed file starts again from the top. Written (atomically)
+    only after the store has made the batch durable; removed when the load ends.
+    """
+
+    def __init__(self, directory: Path, view: str, path: Path, batch_rows: int) -> None:
+        st = path.stat()
+        identity = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{batch_rows}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        self.path = directory / f"{view}.{digest}.json"
+        self.identity = identity
+
+    def rows_done(self) -> int:
+        """Rows a previous run of the same load made durable (0 if none)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(data["rows_done"]) if data.get("identity") == self.identity else 0
+
+    def save(self, rows_done: int) -> None:
+        """Record progress (write to a temporary file, then rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": self.identity, "rows_done": rows_done}))
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        """The load finished: nothing to resume."""
+        self.path.unlink(missing_ok=True)
+
+
 async def load_file(
     plan: ViewPlan,
     path: Path,
     store: TieredStore[Any],
     batch_rows: int = 50_000,
     progress: Callable[[int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> LoadResult:
-    """Check, then load `path` into `store`. Raises LoadError before any write if refused."""
+    """Check, then load `path` into `store`. Raises LoadError before any write if refused.
+
+    With a checkpoint, batches a previous (crashed) run made durable are skipped.
+    """
     pf = check_file(plan, path)
+    skip = checkpoint.rows_done() if checkpoint else 0
     rows = written = 0
     for batch in iter_batches(pf, plan, batch_rows):
+        if rows + batch.num_rows <= skip:
+            rows += batch.num_rows
+            if progress:
+                progress(batch.num_rows)
+            continue
         items = encode_batch(plan, batch)
         done = sum(await store.put_many(items))
         record_writes(plan.name, "load", [event_time_of(v) for _, v in items], done)
         written += done
         rows += len(items)
+        if checkpoint:
+            await store.sync()
+            checkpoint.save(rows)
         if progress:
             progress(len(items))
-    return LoadResult(rows, written, rows - written)
+    if checkpoint:
+        checkpoint.clear()
+    return LoadResult(rows, written, rows - written - skip, skip)

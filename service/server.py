@@ -24,6 +24,7 @@ from service.http.app import create_app
 from service.settings import Settings
 from service.store.base import Tier
 from service.store.l1 import L1Cache
+from service.store.notify import ChangeFeed
 from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
 from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
@@ -52,11 +53,22 @@ def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False
     return [RedisTier(options, ttl_by_prefix(ttls)), rocks]
 
 
+def open_store(
+    settings: Settings, registry: Registry, l1: L1Cache[Row], *, for_load: bool = False
+) -> TieredStore[Row]:
+    """L1 over the durable tiers; with Redis, a change feed that publishes writes
+    (started separately, by a serving process, to also receive other replicas')."""
+    store = TieredStore(l1, open_tiers(settings, registry, for_load=for_load))
+    if settings.redis_url:
+        store.feed = ChangeFeed(settings.redis_url, store)
+    return store
+
+
 def build_core(settings: Settings, registry: Registry | None = None) -> FeatureService:
     """A FeatureService over L1 and the configured durable tiers."""
     registry = registry or load_registry(settings.registry)
     l1: L1Cache[Row] = L1Cache(settings.l1_max_rows, settings.l1_ttl_s)
-    store = TieredStore(l1, open_tiers(settings, registry))
+    store = open_store(settings, registry, l1)
     limits = Limits(max_ids=settings.max_ids, max_push_rows=settings.max_push_rows)
     return FeatureService(registry, store, limits)
 
@@ -134,6 +146,8 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     close the store. A second signal cuts the waits short.
     """
     core = build_core(settings)
+    if core.store.feed is not None:
+        core.store.feed.start()  # receive other replicas' writes
     try:
         app = create_app(core, settings.max_body_bytes)
         http = _HttpServer(_http_config(app, settings))

@@ -29,6 +29,10 @@ class Tier(Protocol):
         """
         ...
 
+    async def sync(self) -> None:
+        """Make everything written so far durable (a no-op where writes already are)."""
+        ...
+
     async def ready(self) -> bool:
         """Whether the tier can answer now (for /readyz)."""
         ...

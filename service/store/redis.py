@@ -170,6 +170,9 @@ class RedisTier:
                 raise errors[0]
         return written
 
+    async def sync(self) -> None:
+        """Nothing to do: Redis's own persistence settings decide."""
+
     async def ready(self) -> bool:
         """A PING answered (also a half-open breaker's probe)."""
         try:

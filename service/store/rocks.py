@@ -102,6 +102,11 @@ class RocksTier:
         self._db.flush_wal(True)
         self._db.flush(True)
 
+    async def sync(self) -> None:
+        """Sync the write-ahead log (writes made with sync=False become durable)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._db.flush_wal, True)
+
     async def ready(self) -> bool:
         """Open and answering."""
         return not self._closed

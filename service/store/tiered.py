@@ -263,6 +263,11 @@ class TieredStore(Generic[V]):
                 out[tier.name] = exc
         return out
 
+    async def sync(self) -> None:
+        """Make every tier's writes so far durable."""
+        for tier in self.tiers:
+            await tier.sync()
+
     async def ready(self) -> bool:
         """Whether at least one durable tier can answer."""
         for tier in self.tiers:

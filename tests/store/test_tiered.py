@@ -39,6 +39,9 @@ class DictTier:
             out.append(ok)
         return out
 
+    async def sync(self) -> None:
+        pass
+
     async def ready(self) -> bool:
         return not self.down
 
