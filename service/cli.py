@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("--server", default="localhost:50051", metavar="HOST:PORT")
     get.add_argument("--bundle", default="live_ranker")
     get.add_argument("--timeout-s", type=float, default=5.0, help="the call's deadline")
+    snap = sub.add_parser("snapshot", help="write the data dir's RocksDB as SST files (live ok)")
+    snap.add_argument("out", type=Path, help="a new, empty directory")
+    snap.add_argument("--data-dir", type=Path, help="(LIVEFEAT_DATA_DIR)")
+    rest = sub.add_parser("restore", help="fill a data dir (no service on it) from a snapshot")
+    rest.add_argument("snapshot", type=Path)
+    rest.add_argument("--data-dir", type=Path, help="(LIVEFEAT_DATA_DIR)")
     return top
 
 
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(_load(settings, args.view, args.file, batch_rows)))
         elif args.command == "get":
             print(_get(args.server, args.user_id, args.room_ids, args.bundle, args.timeout_s))
+        elif args.command in ("snapshot", "restore"):
+            print(_snapshot_or_restore(settings, args))
         else:
             _demo(settings, args.force, args.small)
     except (LivefeatError, ValidationError) as exc:
@@ -97,6 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> str:
+    from service import snapshot
+
+    db = Path(settings.data_dir) / "rocksdb"
+    started = time.perf_counter()
+    with tqdm(unit="rows", unit_scale=True, desc=args.command, disable=None) as bar:
+        if args.command == "snapshot":
+            result = snapshot.snapshot(db, args.out, progress=bar.update)
+        else:
+            result = snapshot.restore(args.snapshot, db, progress=bar.update)
+    return f"{args.command}: {result} in {time.perf_counter() - started:.1f} s"
 
 
 def _open_store(settings: Settings, registry: Registry) -> TieredStore[Row]:

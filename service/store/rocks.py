@@ -19,6 +19,7 @@ from rocksdict import (
     BlockBasedOptions,
     Cache,
     DBCompressionType,
+    IngestExternalFileOptions,
     Options,
     Rdict,
     WriteBatch,
@@ -96,6 +97,13 @@ class RocksTier:
         while it.valid() and it.key().startswith(prefix):
             yield it.key(), it.value()
             it.next()
+
+    def ingest_sst(self, paths: list[str]) -> None:
+        """Add SST files (made by SstFileWriter) as they are; they win over what is stored."""
+        opts = IngestExternalFileOptions()
+        opts.set_move_files(False)
+        with self._write_lock:
+            self._db.ingest_external_file(paths, opts)
 
     def flush(self) -> None:
         """Make everything written so far durable (WAL synced, memtables flushed)."""
