@@ -8,6 +8,8 @@ file twice writes nothing the second time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -203,22 +205,40 @@ async def load_file(
     pf = check_file(plan, path)
     skip = checkpoint.rows_done() if checkpoint else 0
     rows = written = 0
-    for batch in iter_batches(pf, plan, batch_rows):
-        if rows + batch.num_rows <= skip:
-            rows += batch.num_rows
-            if progress:
-                progress(batch.num_rows)
-            continue
-        items = encode_batch(plan, batch)
-        done = sum(await store.put_many(items))
+    in_flight: tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int] | None = None
+
+    async def finish(
+        task: asyncio.Task[list[bool]], items: list[tuple[bytes, bytes]], upto: int
+    ) -> int:
+        done = sum(await task)
         record_writes(plan.name, "load", [event_time_of(v) for _, v in items], done)
-        written += done
-        rows += len(items)
         if checkpoint:
             await store.sync()
-            checkpoint.save(rows)
+            checkpoint.save(upto)
         if progress:
             progress(len(items))
+        return done
+
+    try:
+        for batch in iter_batches(pf, plan, batch_rows):
+            if rows + batch.num_rows <= skip:
+                rows += batch.num_rows
+                if progress:
+                    progress(batch.num_rows)
+                continue
+            items = encode_batch(plan, batch)  # while the previous batch is being written
+            if in_flight:
+                written += await finish(*in_flight)
+            rows += len(items)
+            in_flight = (asyncio.ensure_future(store.put_many(items)), items, rows)
+        if in_flight:
+            written += await finish(*in_flight)
+            in_flight = None
+    finally:
+        if in_flight:  # an error or a cancel: do not leave a write running unobserved
+            in_flight[0].cancel()
+            with contextlib.suppress(BaseException):
+                await in_flight[0]
     if checkpoint:
         checkpoint.clear()
     return LoadResult(rows, written, rows - written - skip, skip)

@@ -70,21 +70,25 @@ class RocksTier:
         """As put_many, on the calling thread."""
         if self._closed:
             raise TierUnavailable(self.name, "closed")
+        keys = [k for k, _ in items]
+        order = range(len(items))
+        if len(set(keys)) != len(keys):  # rare: keep only the newest item per key
+            newest: dict[bytes, int] = {}
+            for i, (key, value) in enumerate(items):
+                j = newest.get(key)
+                if j is None or event_time_of(value) > event_time_of(items[j][1]):
+                    newest[key] = i
+            order = sorted(newest.values())  # type: ignore[assignment]
+            keys = [items[i][0] for i in order]
         written = [False] * len(items)
-        newest: dict[bytes, int] = {}  # key -> index of the newest item for it
-        for i, (key, value) in enumerate(items):
-            j = newest.get(key)
-            if j is None or event_time_of(value) > event_time_of(items[j][1]):
-                newest[key] = i
         with self._write_lock:
-            keys = list(newest)
+            stored: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
             batch = WriteBatch(raw_mode=True)
-            stored_values: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
-            for key, stored in zip(keys, stored_values, strict=True):
-                i = newest[key]
-                value = items[i][1]
-                if stored is None or event_time_of(value) > event_time_of(stored):
-                    batch.put(key, value)
+            put = batch.put
+            for i, old in zip(order, stored, strict=True):
+                key, value = items[i]
+                if old is None or event_time_of(value) > event_time_of(old):
+                    put(key, value)
                     written[i] = True
             if not batch.is_empty():
                 self._db.write(batch, self._write_opts)

@@ -209,13 +209,17 @@ class TieredStore(Generic[V]):
         Returns, aligned, whether each item was newer than what some tier held.
         Raises TierError if a tier fails.
         """
-        written = [False] * len(items)
-        try:  # the local durable tier (last in read order) first
-            for tier, m in zip(reversed(self.tiers), reversed(self._m), strict=True):
-                result = await self._put(tier, m, items)
-                written = [a or b for a, b in zip(written, result, strict=True)]
+        try:  # every tier at once: RocksDB on its threads, Redis on the socket
+            results = await asyncio.gather(
+                *(self._put(t, m, items) for t, m in zip(self.tiers, self._m, strict=True)),
+                return_exceptions=True,
+            )
         finally:
             self.l1.invalidate(k for k, _ in items)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        written = [any(flags) for flags in zip(*results, strict=True)]  # type: ignore[call-overload]
         if self.feed is not None:
             await self._publish([item for item, w in zip(items, written, strict=True) if w])
         return written
