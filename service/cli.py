@@ -121,7 +121,7 @@ def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def _open_store(settings: Settings, registry: Registry) -> TieredStore[Row]:
-    from service.server import open_store
+    from service.store.factory import open_store
 
     return open_store(settings, registry, L1Cache(0, 1.0), for_load=True)
 

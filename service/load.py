@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.core.codec import event_time_of
+from service.core.codec import FLOAT32_MAX, event_time_of
 from service.core.registry import ViewPlan
 from service.core.service import record_writes
 from service.errors import LoadError
@@ -83,21 +83,27 @@ def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.Parqu
         t = schema.field(f.name).type
         if not _type_ok(f.type, t, f.dim):
             raise LoadError(f"{where} {f.name!r}: expected {f.type}, found {t}")
-    # Keys and variable-length vectors can only be checked by reading them: do it
-    # now, column by column, so a bad row refuses the file before any write.
+    # Keys, event times, vector lengths and float values can only be checked by
+    # reading them: do it now, column by column, so a bad row refuses the file
+    # before any write (push refuses the same values).
     vectors = [f for f in plan.codec.features if f.type == "float_vector"
                and not pa.types.is_fixed_size_list(schema.field(f.name).type)]  # fmt: skip
-    columns = [*plan.key_columns, "event_time", *(f.name for f in vectors)]
+    floats = [f for f in plan.codec.features if f.type in ("double", "float", "float_vector")
+              and not pa.types.is_integer(schema.field(f.name).type)]  # fmt: skip
+    columns = [*plan.key_columns, "event_time", *{f.name: 0 for f in (*vectors, *floats)}]
     seen = 0
     for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
         for key in [*plan.key_columns, "event_time"]:
             col = batch.column(key)
             if col.null_count:
                 raise LoadError(f"{where} {key!r}: null in row {seen + _first_null(col)}")
-        for key in plan.key_columns:
-            low = pc.min(batch.column(key)).as_py()
-            if low is not None and low < 0:
+            low = pc.min(col).as_py()
+            if key != "event_time" and low < 0:
                 raise LoadError(f"{where} {key!r}: negative id {low}")
+            if key == "event_time" and _ms(col).to_numpy().min() < 0:
+                raise LoadError(f"{where} 'event_time': before 1970 (negative ms)")
+        for f in floats:
+            _check_floats(where, f, batch.column(f.name), seen)
         for f in vectors:
             lengths = pc.list_value_length(batch.column(f.name)).fill_null(f.dim)
             bad = pc.not_equal(lengths, f.dim)
@@ -106,6 +112,25 @@ def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.Parqu
                 raise LoadError(f"{where} {f.name!r}: row {row} has not {f.dim} values")
         seen += batch.num_rows
     return pf
+
+
+def _check_floats(where: str, f: Any, col: pa.Array, seen: int) -> None:
+    values = col.flatten() if f.type == "float_vector" else col
+    values = values.drop_null()
+    if not len(values):
+        return
+    bad = pc.invert(pc.is_finite(values))
+    if pc.any(bad).as_py():
+        raise LoadError(f"{where} {f.name!r}: NaN or infinite value (rows from {seen})")
+    if f.type != "double" and pc.max(pc.abs(values)).as_py() > FLOAT32_MAX:
+        raise LoadError(f"{where} {f.name!r}: value out of the float32 range (rows from {seen})")
+
+
+def _ms(col: pa.Array) -> pa.Array:
+    """Event times as int64 milliseconds (timestamps of any unit are floored to ms)."""
+    if pa.types.is_timestamp(col.type):
+        return pc.cast(col, pa.timestamp("ms"), safe=False).cast(pa.int64())
+    return col.cast(pa.int64())
 
 
 def _first_null(col: pa.Array) -> int:
@@ -122,9 +147,7 @@ def encode_batch(plan: ViewPlan, batch: pa.RecordBatch) -> list[tuple[bytes, byt
     else:
         ids = batch.column(plan.key_columns[0]).to_numpy().tolist()
         keys = [plan.key_prefix + b"%d" % i for i in ids]
-    et = batch.column("event_time")
-    if pa.types.is_timestamp(et.type):
-        et = et.cast(pa.timestamp("ms")).cast(pa.int64())
+    et = _ms(batch.column("event_time"))
     columns: dict[str, Any] = {}
     for f in plan.codec.features:
         col = batch.column(f.name)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Iterator
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,46 +21,10 @@ from service.grpc import GrpcServer
 from service.grpc.server import address
 from service.http.app import create_app
 from service.settings import Settings
-from service.store.base import Tier
+from service.store.factory import open_store
 from service.store.l1 import L1Cache
-from service.store.notify import ChangeFeed
-from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
-from service.store.rocks import RocksTier
-from service.store.tiered import TieredStore
 
 log = structlog.get_logger("livefeat")
-
-
-def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False) -> list[Tier]:
-    """The durable tiers, in read order: Redis (if configured), RocksDB. Raises DataDirBusy."""
-    rocks = RocksTier(
-        Path(settings.data_dir) / "rocksdb",
-        block_cache_mb=settings.rocksdb_block_cache_mb,
-        threads=settings.rocksdb_threads,
-        sync=not for_load,  # a load syncs once at the end (RocksTier.flush)
-    )
-    if not settings.redis_url:
-        return [rocks]
-    options = RedisOptions(
-        settings.redis_url,
-        # A load sends large pipelines; serving wants to fail over fast.
-        socket_timeout_s=5.0 if for_load else settings.redis_socket_timeout_s,
-        connect_timeout_s=settings.redis_connect_timeout_s,
-        pool_size=settings.redis_pool_size,
-    )
-    ttls = {v.key_prefix: v.storage_ttl_s * 1000 for v in registry.views.values()}
-    return [RedisTier(options, ttl_by_prefix(ttls)), rocks]
-
-
-def open_store(
-    settings: Settings, registry: Registry, l1: L1Cache[Row], *, for_load: bool = False
-) -> TieredStore[Row]:
-    """L1 over the durable tiers; with Redis, a change feed that publishes writes
-    (started separately, by a serving process, to also receive other replicas')."""
-    store = TieredStore(l1, open_tiers(settings, registry, for_load=for_load))
-    if settings.redis_url:
-        store.feed = ChangeFeed(settings.redis_url, store)
-    return store
 
 
 def build_core(settings: Settings, registry: Registry | None = None) -> FeatureService:

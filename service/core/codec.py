@@ -36,6 +36,7 @@ HEADER = struct.Struct("<BIq")
 HEADER_SIZE = HEADER.size  # 13 bytes
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STRING_BYTES = 65535
+FLOAT32_MAX = 3.4028234663852886e38
 
 TYPES = ("int64", "double", "float", "string", "bool", "float_vector")
 _SCALAR_CODE = {"int64": "q", "double": "d", "float": "f", "bool": "?"}
@@ -106,6 +107,8 @@ def check_value(feature: Feature, value: Any) -> Any:
             raise ValueError(f"expected a number ({kind}), got {_show(value)}")
         if not math.isfinite(value):
             raise ValueError("expected a finite number")
+        if kind == "float" and abs(value) > FLOAT32_MAX:
+            raise ValueError("out of the float32 range")
         return float(value)
     if kind == "bool":
         if not isinstance(value, bool):
@@ -122,6 +125,8 @@ def check_value(feature: Feature, value: Any) -> Any:
     for x in value:
         if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
             raise ValueError(f"expected a list of {feature.dim} finite numbers")
+        if abs(x) > FLOAT32_MAX:
+            raise ValueError("a value is out of the float32 range")
     return [float(x) for x in value]
 
 

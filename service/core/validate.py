@@ -44,6 +44,6 @@ def check_pair(field: str, value: Any) -> tuple[int, int]:
 
 def check_event_time(field: str, value: Any) -> int:
     """An event time in milliseconds since the epoch."""
-    if type(value) is not int or value < 0:
-        raise InvalidArgument(field, "expected event time as a non-negative integer (ms)")
+    if type(value) is not int or not 0 <= value <= INT64_MAX:
+        raise InvalidArgument(field, "expected event time as a non-negative int64 (ms)")
     return value

@@ -62,9 +62,9 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             _, rows = await self.core.get_features(plan.name, ids, core_timeout(context))
         except RequestError as exc:
             raise _pair_field(exc) from None
-        return pb.GetFeaturesResponse(
-            ids=request.ids, user_ids=request.user_ids, block=self.encoder.block(rows)
-        )
+        reply = pb.GetFeaturesResponse(ids=request.ids, user_ids=request.user_ids)
+        self.encoder.fill(reply.block, rows)
+        return reply
 
     @edge("PushFeatures")
     async def PushFeatures(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from service.http import schemas
 from service.http.encode import encode_bundle, encode_features
 from service.http.middleware import MetricsMiddleware
 
+log = logging.getLogger(__name__)
 JSON = "application/json"
 # Looked up along the exception's __mro__: the most specific entry wins.
 STATUS_OF: dict[type[Exception], int] = {
@@ -80,6 +82,11 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     @app.exception_handler(LivefeatError)
     async def _livefeat_error(_: Request, exc: LivefeatError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return _json({"error": "Internal", "field": "", "reason": "internal error (logged)"}, 500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -1,0 +1,185 @@
+"""Shared fixtures: demo data made by the real CLI, and real `livefeat serve` subprocesses.
+
+Nothing here is autouse: a test that does not ask for a server starts none.
+
+- `demo_template`: a data dir filled once per session by `livefeat demo --small`
+  (1,000 users, 200 rooms, 5,000 pairs); never served from, only copied.
+- `server` / `client`: one server per session over a copy of the template, for
+  tests that read, or write only ids no other test uses.
+- `start_server` / `fresh_data_dir`: per-test servers over their own data dirs,
+  for tests that stop and restart a server or must not share its data.
+
+Servers are started by path (the venv's `livefeat`), addressed by the pid
+recorded at start, asked to stop with SIGTERM and killed only if they have not
+exited 10 s later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+DEMO_TIMEOUT_S = 120.0
+
+
+def livefeat_env() -> dict[str, str]:
+    """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """One `livefeat serve` subprocess on 127.0.0.1, its output in files under `log_dir`."""
+
+    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.grpc_port = free_port()  # serve also starts gRPC (default 50051): keep them apart
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.grpc_port = free_port()  # every server also serves gRPC; never the default port
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = log_dir / f"serve-{self.port}.out"
+        self.stderr_path = log_dir / f"serve-{self.port}.err"
+        cmd = [
+            LIVEFEAT,
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--http-port",
+            str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--http-host",
+            "127.0.0.1",
+        ]
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=livefeat_env()
+            )
+        self.pid = self.proc.pid
+
+    def __repr__(self) -> str:
+        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+        return f"<LiveServer pid={self.pid} {self.url} {state}>"
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far (its structured log)."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll /readyz until it answers 200; fail the test with the server's stderr if not."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"livefeat serve exited with {self.proc.returncode} before ready; "
+                    f"stderr:\n{self.stderr()}"
+                )
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    return
+                last = f"{r.status_code} {r.text}"
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(
+            f"livefeat serve not ready after {timeout_s} s ({last}); stderr:\n{self.stderr()}"
+        )
+
+    def stop(self) -> int:
+        """SIGTERM by pid, wait up to 10 s, then SIGKILL; returns the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(STOP_TIMEOUT_S)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding the small demo workload, loaded once by the real CLI. Copy it."""
+    data_dir = tmp_path_factory.mktemp("demo-template") / "data"
+    done = subprocess.run(
+        [LIVEFEAT, "demo", "--small", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        env=livefeat_env(),
+    )
+    if done.returncode != 0:
+        pytest.fail(f"livefeat demo --small failed ({done.returncode}):\n{done.stderr}")
+    return data_dir
+
+
+def copy_data_dir(template: Path, dest: Path) -> Path:
+    """A private copy of a data dir no process holds."""
+    shutil.copytree(template, dest)
+    return dest
+
+
+@pytest.fixture
+def fresh_data_dir(demo_template: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the demo data dir."""
+    return copy_data_dir(demo_template, tmp_path / "data")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
+    """Start (and wait for) servers over given data dirs; every one is stopped at teardown."""
+    started: list[LiveServer] = []
+
+    def start(data_dir: Path) -> LiveServer:
+        server = LiveServer(data_dir, tmp_path / "logs")
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The session's server over its own copy of the demo data."""
+    root = tmp_path_factory.mktemp("session-server")
+    live = LiveServer(copy_data_dir(demo_template, root / "data"), root / "logs")
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client for the session's server."""
+    with httpx.Client(base_url=server.url, timeout=10.0) as c:
+        yield c
