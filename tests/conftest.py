@@ -23,11 +23,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.redis_proc import RedisServer
 
 LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
 READY_TIMEOUT_S = 30.0
@@ -50,12 +52,10 @@ def free_port() -> int:
 class LiveServer:
     """One `livefeat serve` subprocess on 127.0.0.1, its output in files under `log_dir`."""
 
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.grpc_port = free_port()  # serve also starts gRPC (default 50051): keep them apart
         self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.grpc_port = free_port()  # every server also serves gRPC; never the default port
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +72,7 @@ class LiveServer:
             str(self.grpc_port),
             "--http-host",
             "127.0.0.1",
+            *extra_args,
         ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -151,12 +152,13 @@ def fresh_data_dir(demo_template: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[[Path], LiveServer]]:
-    """Start (and wait for) servers over given data dirs; every one is stopped at teardown."""
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start (and wait for) servers over given data dirs, with extra `serve` flags;
+    every one is stopped at teardown."""
     started: list[LiveServer] = []
 
-    def start(data_dir: Path) -> LiveServer:
-        server = LiveServer(data_dir, tmp_path / "logs")
+    def start(data_dir: Path, *extra_args: str) -> LiveServer:
+        server = LiveServer(data_dir, tmp_path / "logs", extra_args)
         started.append(server)
         server.wait_ready()
         return server
@@ -183,3 +185,11 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
     """An HTTP client for the session's server."""
     with httpx.Client(base_url=server.url, timeout=10.0) as c:
         yield c
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, on a free port; stopped by pid at teardown."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 import time
 import uuid
@@ -116,7 +117,9 @@ class ChangeFeed:
     async def _run(self) -> None:
         backoff_s = 0.05
         while True:
-            client = aredis.Redis.from_url(self._sub_url, socket_connect_timeout=0.5)
+            client = aredis.Redis.from_url(
+                self._sub_url, socket_connect_timeout=0.5, client_name=f"livefeat-sub-{os.getpid()}"
+            )
             try:
                 await self._listen(client)
             except (RedisError, OSError) as exc:

@@ -1,16 +1,8 @@
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.redis_proc import RedisCluster, RedisServer
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
+from tests.support.redis_proc import RedisCluster
 
 
 @pytest.fixture(scope="session")
