@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -15,6 +16,9 @@ from service.errors import LivefeatError
 from service.grpc.servicer import FeatureServicer
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+READY_EVERY_S = 2.0
 
 
 def address(host: str, port: int) -> str:
@@ -29,10 +33,19 @@ class GrpcServer:
 
     `max_message_bytes` bounds a request message: gRPC refuses a larger one with
     RESOURCE_EXHAUSTED before any work. `port` 0 picks a free port (see `.port`).
-    Raises RuntimeError if the address cannot be bound.
+    Health follows the store, as /readyz does: SERVING while a durable tier can
+    answer (asked every `ready_every_s`), NOT_SERVING otherwise and for good
+    once draining. Raises LivefeatError if the address cannot be bound.
     """
 
-    def __init__(self, core: FeatureService, host: str, port: int, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        core: FeatureService,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        ready_every_s: float = READY_EVERY_S,
+    ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             # Without this, a second process could silently share the port.
@@ -51,23 +64,42 @@ class GrpcServer:
         except RuntimeError as exc:  # grpc says only "Failed to bind to address"
             raise LivefeatError(f"gRPC cannot listen on {address(host, port)}: {exc}") from exc
         self.state = "new"
+        self._store = core.store
+        self._ready_every_s = ready_every_s
+        self._watch: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<GrpcServer {address(self.host, self.port)} {self.state}>"
 
     async def start(self) -> None:
-        """Accept calls; health says SERVING for "" and livefeat.v1.FeatureService."""
+        """Accept calls; health (for "" and livefeat.v1.FeatureService) follows the store."""
         await self.server.start()
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self._check_ready()
+        self._watch = asyncio.create_task(self._watch_ready())
         self.state = "serving"
+
+    async def _check_ready(self) -> None:
+        ready = await self._store.ready()
+        status = SERVING if ready else NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _watch_ready(self) -> None:
+        while True:
+            await asyncio.sleep(self._ready_every_s)
+            await self._check_ready()
 
     async def drain(self) -> None:
         """Health says NOT_SERVING from now on (for good); calls are still accepted."""
+        if self._watch is not None:
+            self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         self.state = "draining"
 
     async def stop(self, grace_s: float | None) -> None:
         """Refuse new calls; let calls in flight finish for up to `grace_s`, then cancel them."""
+        if self._watch is not None:
+            self._watch.cancel()
         self.state = "stopping"
         await self.server.stop(grace_s)
         self.state = "stopped"
