@@ -7,10 +7,17 @@ DATA_DIR ?= data/livefeat
 HTTP_PORT ?= 8080
 GRPC_PORT ?= 50051
 PIP_FLAGS ?= --quiet --disable-pip-version-check
+# Deploy checks (docs/operations.md): every overlay, validated for the oldest and newest Kubernetes we target.
+OVERLAYS := $(notdir $(wildcard deploy/overlays/*))
+K8S_VERSIONS ?= 1.30.0 1.37.0
+RULES := deploy/prometheus/livefeat-rules.yaml
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || echo $(VERSION))
 
-.PHONY: install run demo serve test lint bench bench-quick clean
+.PHONY: install proto run demo serve test lint bench bench-quick clean deploy-check deploy-rules image
 
-$(VENV)/.installed: pyproject.toml scripts/system-deps.sh
+# The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
 	scripts/system-deps.sh python
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
@@ -19,19 +26,23 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps.sh
 
 install: $(VENV)/.installed ## create the venv and install livefeat with its dev tools
 
+proto: install ## regenerate service/_gen/ from protos/ in place (also done by every install)
+	$(PY) hatch_build.py
+
 demo: install ## generate and load the standard workload into $(DATA_DIR) (once)
 	$(BIN)/livefeat demo --data-dir $(DATA_DIR)
 
 run: demo ## serve the demo on the embedded default (L1 + RocksDB, no Redis)
 	@echo "livefeat: HTTP on http://localhost:$(HTTP_PORT)  (try: curl -s localhost:$(HTTP_PORT)/v1/bundle -d '{\"bundle\":\"live_ranker\",\"user_id\":7,\"room_ids\":[1,2,3]}')"
+	@echo "livefeat: gRPC on localhost:$(GRPC_PORT)  (try: $(BIN)/livefeat get --server localhost:$(GRPC_PORT) 7 1 2 3)"
 	$(BIN)/livefeat serve --data-dir $(DATA_DIR) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 lint: install ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check service tests loadtest
-	$(BIN)/ruff format --check service tests loadtest
+	$(BIN)/ruff check service tests loadtest hatch_build.py
+	$(BIN)/ruff format --check service tests loadtest hatch_build.py
 	$(BIN)/mypy service
 
-test: lint ## every check and the whole test suite (starts its own redis-servers)
+test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers)
 	scripts/system-deps.sh redis
 	$(BIN)/pytest
 
@@ -43,3 +54,29 @@ bench: demo ## benchmark runner, the full protocol of BENCHMARK.md
 
 clean: ## remove the venv and the demo data
 	rm -rf $(VENV) $(DATA_DIR)
+
+deploy-check: install ## Dockerfile lint; render and validate every deploy/ overlay; check and unit-test the alert rules
+	scripts/system-deps.sh prometheus kubectl
+	$(BIN)/hadolint --failure-threshold style Dockerfile
+	@mkdir -p build/deploy
+	@# Strict schemas for the core kinds; ServiceMonitor and PrometheusRule (no schema: a WARN)
+	@# are checked by tests/deploy/test_manifests.py.
+	set -euo pipefail; for overlay in $(OVERLAYS); do \
+	  kubectl kustomize deploy/overlays/$$overlay > build/deploy/$$overlay.yaml; \
+	  for version in $(K8S_VERSIONS); do \
+	    $(BIN)/kubernetes-validate --strict --quiet -k $$version build/deploy/$$overlay.yaml; \
+	  done; \
+	done
+	promtool check rules $(RULES)
+	promtool test rules deploy/prometheus/tests/*.yaml
+
+deploy-rules: ## write deploy/base/prometheusrule.yaml from $(RULES) (the one to edit)
+	{ echo "# Generated from $(RULES) by 'make deploy-rules': edit that file, not this one."; \
+	  printf '%s\n' 'apiVersion: monitoring.coreos.com/v1' 'kind: PrometheusRule' 'metadata:' \
+	    '  name: livefeat' '  labels:' '    app.kubernetes.io/name: livefeat' \
+	    '    app.kubernetes.io/component: server' 'spec:'; \
+	  sed -e '/^#/d' -e 's/^./  &/' $(RULES); } > deploy/base/prometheusrule.yaml
+
+image: ## build the container image (needs a Docker engine; none here): make image IMAGE=registry/livefeat:TAG
+	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .

@@ -33,7 +33,7 @@ def filler_body(size: int) -> bytes:
 
 def create_app(body: bytes, path: str = "/v1/bundle") -> FastAPI:
     """The echo app: POST ``path`` -> ``body``; GET /readyz -> ready."""
-    app = FastAPI(title="echo", openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(title="echo")  # defaults, docs routes included, as livefeat has them
 
     @app.post(path)
     async def echo(request: Request) -> Response:

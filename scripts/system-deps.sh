@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Make sure the system programs livefeat's make targets need are present.
-# Usage: scripts/system-deps.sh [python] [redis]   (default: python)
+# Usage: scripts/system-deps.sh [python] [redis] [prometheus] [kubectl]   (default: python)
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what is missing and exits non-zero.
 set -euo pipefail
 
 want=("${@:-python}")
 missing=()
+unavailable=()  # needed, but no Debian 12 package provides it
 
 need_pkg() { missing+=("$1"); }
 
@@ -25,16 +26,32 @@ for what in "${want[@]}"; do
       command -v redis-server >/dev/null || need_pkg redis-server
       command -v redis-cli >/dev/null || need_pkg redis-tools
       ;;
+    prometheus)
+      # promtool (rule checks and unit tests) and the server (tests/deploy scrape test).
+      # The package may try to start its own service on :9090; the tests never use it.
+      { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need_pkg prometheus
+      ;;
+    kubectl)
+      command -v kubectl >/dev/null || unavailable+=("kubectl (renders deploy/ with 'kubectl kustomize'): Debian 12 has no package for it; install it from the Kubernetes project's own apt repository or its release binary, then run this again")
+      ;;
     *) echo "system-deps.sh: unknown component '$what'" >&2; exit 2 ;;
   esac
 done
 
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+report_unavailable() {
+  if [ ${#unavailable[@]} -gt 0 ]; then
+    printf 'missing, and not installable with apt-get: %s\n' "${unavailable[@]}" >&2
+    exit 1
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then report_unavailable; exit 0; fi
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing missing system packages: ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  report_unavailable
 else
   echo "missing system packages: ${missing[*]} (install them with: sudo apt-get install ${missing[*]})" >&2
   exit 1

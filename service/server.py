@@ -109,8 +109,7 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     close the store. A second signal cuts the waits short.
     """
     core = build_core(settings)
-    if core.store.feed is not None:
-        core.store.feed.start()  # receive other replicas' writes
+    core.store.start()  # change feed, presence filter
     try:
         app = create_app(core, settings.max_body_bytes)
         http = _HttpServer(_http_config(app, settings))

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     l1_max_rows: int = Field(default=500_000, ge=0)
     l1_ttl_s: float = Field(default=5.0, gt=0)
+    # Keys expected in the user x room views; 0 turns the presence filter off.
+    presence_capacity: int = Field(default=2_000_000, ge=0)
     rocksdb_block_cache_mb: int = Field(default=256, ge=8)
     rocksdb_threads: int = Field(default=2, ge=1, le=64)
     max_ids: int = Field(default=2000, ge=1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import metrics
-from service.core.codec import Row, check_value
+from service.core.codec import EVENT_TIME, Row, check_value
 from service.core.registry import BundlePlan, Registry, ViewPlan
 from service.core.status import Status
 from service.core.validate import check_event_time, check_id, check_ids, check_pair
@@ -155,35 +155,48 @@ class FeatureService:
     ) -> list[ViewRows]:
         keys: list[bytes] = []
         decoders: list[Callable[[bytes], Row]] = []
+        masks: list[list[bool] | None] = []
+        presence = self.store.presence
         for plan, view_keys in groups:
+            mask = None
+            if presence is not None and presence.trusted and len(plan.key_columns) == 2:
+                # Pairs the presence filter has never seen are certainly not stored.
+                mask = presence.might_contain(view_keys)
+                view_keys = [k for k, m in zip(view_keys, mask, strict=True) if m]
+            masks.append(mask)
             keys += view_keys
             decoders += [plan.codec.decode_row] * len(view_keys)
-        got = await self.store.get_many(keys, decoders, timeout_s)
+        got = await self.store.get_many(keys, decoders, timeout_s) if keys else []
         now = self._clock_ms()
         out = []
         start = 0
-        for plan, view_keys in groups:
-            end = start + len(view_keys)
-            out.append(self._resolve(plan, got[start:end], now))
+        for (plan, view_keys), mask in zip(groups, masks, strict=True):
+            if mask is None:
+                end = start + len(view_keys)
+                rows = got[start:end]
+            else:
+                end = start + sum(mask)
+                asked = iter(got[start:end])
+                rows = [next(asked) if m else None for m in mask]
+            out.append(self._resolve(plan, rows, now))
             start = end
         return out
 
     def _resolve(self, plan: ViewPlan, got: list[Any], now: int) -> ViewRows:
-        default = plan.codec.default_row
         max_age = plan.max_age_ms
-        rows: list[Row] = []
-        statuses: list[Status] = []
-        ages: list[int] = []
-        for row in got:
-            if row is None or row is UNAVAILABLE:
-                rows.append(default)
-                statuses.append(DEFAULTED if row is None else UNAVAIL)
-                ages.append(-1)
-            else:
-                age = now - row.event_time_ms
-                rows.append(row)
-                statuses.append(STALE if age > max_age else FOUND)
-                ages.append(age)
+        if None in got or UNAVAILABLE in got:
+            default = plan.codec.default_row
+            rows = [default if r is None or r is UNAVAILABLE else r for r in got]
+            ages = [-1 if r is None or r is UNAVAILABLE else now - r[EVENT_TIME] for r in got]
+            statuses = [
+                DEFAULTED if r is None else UNAVAIL if r is UNAVAILABLE
+                else FOUND if a <= max_age else STALE
+                for r, a in zip(got, ages, strict=True)
+            ]  # fmt: skip
+        else:  # the common case for users and rooms: every row found
+            rows = got
+            ages = [now - r[EVENT_TIME] for r in got]
+            statuses = [FOUND if a <= max_age else STALE for a in ages]
         counters = self._served[plan.name]
         for status in Status:
             count = statuses.count(status)
@@ -264,7 +277,7 @@ class FeatureService:
         now = self._clock_ms()
         tiers: dict[str, Any] = {}
         for name, raw in (await self.store.inspect(key)).items():
-            if isinstance(raw, Row) or raw is None:
+            if isinstance(raw, tuple) or raw is None:
                 tiers[name] = _describe_l1(raw, now)
             elif isinstance(raw, Exception):
                 tiers[name] = {"present": False, "error": str(raw)}
@@ -294,4 +307,4 @@ _newest_event_s: dict[str, float] = {}  # the gauge's value per view (a gauge ha
 def _describe_l1(row: Row | None, now: int) -> dict[str, Any]:
     if row is None:
         return {"present": False}
-    return {"present": True, "event_time_ms": row.event_time_ms, "age_ms": now - row.event_time_ms}
+    return {"present": True, "event_time_ms": row[EVENT_TIME], "age_ms": now - row[EVENT_TIME]}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
+from service.core.codec import NUMERIC, STRINGS, VECTORS
 from service.core.registry import Registry, ViewPlan
 from service.core.service import BundleResult, ViewRows
 
@@ -41,12 +42,12 @@ class Encoder:
         rows = view.rows
         block.view = view.plan.name
         block.numeric_names.extend(cols.numeric)
-        block.numeric = b"".join([r.numeric for r in rows])
+        block.numeric = b"".join([r[NUMERIC] for r in rows])
         # One list comprehension per column: cheaper than transposing with zip(*rows).
         for i, name in enumerate(cols.strings):
-            block.strings.add(name=name, values=[r.strings[i] for r in rows])
+            block.strings.add(name=name, values=[r[STRINGS][i] for r in rows])
         for i, (name, dim) in enumerate(cols.vectors):
-            block.vectors.add(name=name, dim=dim, values=b"".join([r.vectors[i] for r in rows]))
+            block.vectors.add(name=name, dim=dim, values=b"".join([r[VECTORS][i] for r in rows]))
         block.status.extend(view.statuses)  # type: ignore[arg-type]  # core Status = proto numbers
         block.age_ms.extend(view.ages_ms)
 

@@ -24,6 +24,7 @@ from service.errors import (
 from service.http import schemas
 from service.http.encode import encode_bundle, encode_features
 from service.http.middleware import MetricsMiddleware
+from service.http.request_id import RequestIdMiddleware, request_id, with_request_id
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -49,12 +50,16 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-def error_response(exc: Exception) -> Response:
-    """The JSON error body and status for any exception (the one mapping table)."""
+def error_response(exc: Exception, rid: str = "") -> Response:
+    """The JSON error body and status for any exception (the one mapping table).
+
+    `rid` is the request's id (RequestIdMiddleware), carried as "request_id".
+    """
     status = next((STATUS_OF[c] for c in type(exc).__mro__ if c in STATUS_OF), 500)
     if isinstance(exc, RequestError):
-        return _json(exc.to_dict(), status)
-    return _json({"error": type(exc).__name__, "field": "", "reason": str(exc)}, status)
+        return _json({**exc.to_dict(), "request_id": rid}, status)
+    return _json({"error": type(exc).__name__, "field": "", "reason": str(exc), "request_id": rid},
+                 status)  # fmt: skip
 
 
 async def _body(request: Request, limit: int) -> dict[str, Any]:
@@ -78,21 +83,26 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
 
     @app.exception_handler(LivefeatError)
-    async def _livefeat_error(_: Request, exc: LivefeatError) -> Response:
-        return error_response(exc)
+    async def _livefeat_error(request: Request, exc: LivefeatError) -> Response:
+        return error_response(exc, request_id(request))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette runs this outside every middleware: the header is set here.
         log.exception("unexpected error", exc_info=exc)
-        return _json({"error": "Internal", "field": "", "reason": "internal error (logged)"}, 500)
+        body = {"error": "Internal", "field": "", "reason": "internal error (logged)",
+                "request_id": request_id(request)}  # fmt: skip
+        return with_request_id(request, _json(body, 500))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        return _json({"error": "InvalidArgument", "field": field, "reason": first["msg"]}, 422)
+        return _json({"error": "InvalidArgument", "field": field, "reason": first["msg"],
+                      "request_id": request_id(request)}, 422)  # fmt: skip
 
     @app.post("/v1/bundle", response_model=schemas.BundleResponse,
               openapi_extra=schemas.body_doc(schemas.BundleRequest))  # fmt: skip

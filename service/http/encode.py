@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from service.core.codec import JSON
 from service.core.service import BundleResult, ViewRows
 
 _ENTITY = b'{"id":%s,"features":{%s},"status":{%s}}'
@@ -16,11 +17,11 @@ def encode_entities(ids: Sequence[bytes], views: Sequence[ViewRows]) -> bytes:
         v = views[0]
         sj = v.plan.status_json
         return b",".join(
-            [_ENTITY % (i, r.json, sj[s]) for i, r, s in zip(ids, v.rows, v.statuses, strict=True)]
+            [_ENTITY % (i, r[JSON], sj[s]) for i, r, s in zip(ids, v.rows, v.statuses, strict=True)]
         )
     out = []
     for n, i in enumerate(ids):
-        features = b",".join(v.rows[n].json for v in views)
+        features = b",".join(v.rows[n][JSON] for v in views)
         status = b",".join(v.plan.status_json[v.statuses[n]] for v in views)
         out.append(_ENTITY % (i, features, status))
     return b",".join(out)

@@ -8,7 +8,7 @@ tier's job because only the tier can apply it atomically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 
@@ -27,6 +27,11 @@ class Tier(Protocol):
         Returns, aligned with `items`, whether each was written. Durable when it
         returns. Raises TierError; then nothing of the batch may be assumed written.
         """
+        ...
+
+    def scan_keys(self, prefix: bytes) -> AsyncIterator[list[bytes]]:
+        """Every stored key starting with `prefix`, in batches (to rebuild in-memory
+        indexes at start). Raises TierError."""
         ...
 
     async def sync(self) -> None:

@@ -48,4 +48,7 @@ def open_store(
     store = TieredStore(l1, open_tiers(settings, registry, for_load=for_load))
     if settings.redis_url:
         store.feed = ChangeFeed(settings.redis_url, store)
+    pairs = [v.key_prefix for v in registry.views.values() if len(v.key_columns) == 2]
+    if pairs and settings.presence_capacity and not for_load:
+        store.watch_presence(pairs, settings.presence_capacity)
     return store

@@ -51,25 +51,23 @@ class L1Cache(Generic[V]):
         """Cached values aligned with `keys`: a value, None (cached absent) or MISS."""
         now = self._clock()
         get = self._cache.get
-        out: list[Any] = []
-        for key in keys:
-            entry = get(key)
-            if entry is None or entry[0] <= now:
-                out.append(MISS)
-            else:
-                out.append(entry[1])
-        return out
+        entries = [get(key) for key in keys]
+        return [MISS if e is None or e[0] <= now else e[1] for e in entries]
 
-    def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> None:
-        """Cache each (key, value); None caches "not stored"."""
+    def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> int:
+        """Cache each (key, value); None caches "not stored". Returns how many rows
+        were evicted to make room."""
         if not self.max_rows:
-            return
+            return 0
         expires_at = self._clock() + self.ttl_s
         cache = self._cache
+        evicted = 0
         for key, value in items:
             if len(cache) >= self.max_rows and key not in cache:
-                self.evictions += 1
+                evicted += 1
             cache[key] = (expires_at, value)
+        self.evictions += evicted
+        return evicted
 
     def invalidate(self, keys: Iterable[bytes]) -> None:
         """Drop `keys` so the next read goes to the tiers below."""

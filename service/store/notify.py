@@ -76,7 +76,7 @@ def decode(message: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
 class ChangeFeed:
     """Publishes this replica's accepted writes; applies other replicas' writes to `store`.
 
-    `store` needs `absorb(items_with_values, keys)` and an `l1` with `clear()`.
+    `store` needs `absorb(items_with_values, keys)` and `on_feed(subscribed)`.
     """
 
     def __init__(self, url: str, store: Any, *, channel: bytes = CHANNEL) -> None:
@@ -125,6 +125,8 @@ class ChangeFeed:
             except (RedisError, OSError) as exc:
                 log.warning("change feed lost its subscription: %s", exc)
             finally:
+                if self.connected.is_set():
+                    self.store.on_feed(False)
                 self.connected.clear()
                 self._connected.set(0)
                 await client.aclose()
@@ -137,11 +139,12 @@ class ChangeFeed:
             await pubsub.subscribe(self.channel)
             async for message in pubsub.listen():
                 if message["type"] == "subscribe":
-                    # Whatever was published while we were away is lost: forget all.
-                    self.store.l1.clear()
+                    # Whatever was published while we were away is lost: the store
+                    # forgets its L1 and rebuilds what it derived from notifications.
                     self.subscriptions += 1
                     self.connected.set()
                     self._connected.set(1)
+                    self.store.on_feed(True)
                     log.info("change feed subscribed; L1 cleared")
                 elif message["type"] == "message":
                     self._apply(message["data"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +200,21 @@ class RedisTier:
             if errors:
                 raise errors[0]
         return written
+
+    async def scan_keys(self, prefix: bytes, batch: int = 10_000) -> AsyncIterator[list[bytes]]:
+        """Keys starting with `prefix` (SCAN MATCH; on a cluster, every primary)."""
+        pattern = prefix.replace(b"*", b"\\*").replace(b"?", b"\\?") + b"*"
+        keys: list[bytes] = []
+        try:
+            async for key in self._client.scan_iter(match=pattern, count=batch):
+                keys.append(key)
+                if len(keys) >= batch:
+                    yield keys
+                    keys = []
+        except (RedisError, OSError) as exc:
+            raise TierUnavailable(self.name, f"scan: {exc}") from exc
+        if keys:
+            yield keys
 
     async def sync(self) -> None:
         """Nothing to do: Redis's own persistence settings decide."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,6 +93,22 @@ class RocksTier:
             if not batch.is_empty():
                 self._db.write(batch, self._write_opts)
         return written
+
+    async def scan_keys(self, prefix: bytes, batch: int = 20_000) -> AsyncIterator[list[bytes]]:
+        """Keys starting with `prefix`, `batch` at a time, read on the tier's threads."""
+        loop = asyncio.get_running_loop()
+        it = self._db.iter()
+        it.seek(prefix)
+
+        def take() -> list[bytes]:
+            keys: list[bytes] = []
+            while len(keys) < batch and it.valid() and it.key().startswith(prefix):
+                keys.append(it.key())
+                it.next()
+            return keys
+
+        while keys := await loop.run_in_executor(self._pool, take):
+            yield keys
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with `prefix` (tests and tools)."""

@@ -25,6 +25,7 @@ from service.errors import TierError, TierTimeout
 from service.store.base import Tier
 from service.store.l1 import MISS, L1Cache
 from service.store.notify import ChangeFeed
+from service.store.presence import PresenceFilter
 from service.store.writebehind import WriteBehind
 
 V = TypeVar("V")
@@ -60,6 +61,8 @@ class TieredStore(Generic[V]):
         self._l1m = _TierMetrics("l1")
         self._m = [_TierMetrics(t.name) for t in self.tiers]
         self.feed: ChangeFeed | None = None  # set when replicas share Redis
+        self.presence: PresenceFilter | None = None  # set by watch_presence
+        self._tasks: set[asyncio.Task[None]] = set()
         self._behind = [
             WriteBehind(t.name, functools.partial(self._put, t, m))
             for t, m in zip(self.tiers, self._m, strict=True)
@@ -92,7 +95,9 @@ class TieredStore(Generic[V]):
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         found = await self._coalesced(missed, deadline)
-        self.l1.put_many((k, v) for k, v in found.items() if v is not UNAVAILABLE)
+        evicted = self.l1.put_many((k, v) for k, v in found.items() if v is not UNAVAILABLE)
+        if evicted:
+            metrics.L1_EVICTIONS.inc(evicted)
         return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
 
     async def _coalesced(
@@ -188,6 +193,8 @@ class TieredStore(Generic[V]):
     def absorb(self, items: Sequence[tuple[bytes, bytes]], keys: Sequence[bytes]) -> None:
         """Another replica wrote: forget `keys` in L1, keep `items` in the local (last) tier."""
         self.l1.invalidate(keys)
+        if self.presence is not None:
+            self.presence.add(keys)
         if items and len(self.tiers) > 1:
             self._behind[-1].offer(items)
 
@@ -220,9 +227,58 @@ class TieredStore(Generic[V]):
             if isinstance(result, BaseException):
                 raise result
         written = [any(flags) for flags in zip(*results, strict=True)]  # type: ignore[call-overload]
+        if self.presence is not None:
+            self.presence.add(k for (k, _), w in zip(items, written, strict=True) if w)
         if self.feed is not None:
             await self._publish([item for item, w in zip(items, written, strict=True) if w])
         return written
+
+    def watch_presence(self, prefixes: Sequence[bytes], capacity: int = 2_000_000) -> None:
+        """Keep a presence filter of the keys under `prefixes` (see presence.py)."""
+        self.presence = PresenceFilter(prefixes, capacity)
+
+    def start(self) -> None:
+        """Start a serving process's background work: the change feed (whose
+        subscription triggers `on_feed`), or else the presence filter's build."""
+        if self.feed is not None:
+            self.feed.start()
+        else:
+            self._rebuild_presence()
+
+    def on_feed(self, subscribed: bool) -> None:
+        """The change feed (re)subscribed, or lost its subscription. What was published
+        meanwhile is lost: on (re)subscription forget L1 and rebuild the presence filter."""
+        if subscribed:
+            self.l1.clear()
+            self._rebuild_presence()
+        elif self.presence is not None:
+            self.presence.trusted = False
+
+    def _rebuild_presence(self) -> None:
+        if self.presence is None:
+            return
+        self.presence.trusted = False
+        self.presence.generation += 1
+        task = asyncio.get_running_loop().create_task(self._build_presence(self.presence))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build_presence(self, presence: PresenceFilter) -> None:
+        generation = presence.generation
+        started = time.perf_counter()
+        try:
+            for tier in self.tiers:
+                for prefix in presence.prefixes:
+                    async for keys in tier.scan_keys(prefix):
+                        presence.add(keys)
+        except TierError as exc:
+            log.warning("presence filter not rebuilt (%s); every pair is looked up", exc)
+            return
+        connected = self.feed is None or self.feed.connected.is_set()
+        if presence.generation == generation and connected:
+            presence.trusted = True
+            log.info("presence filter built: %d keys in %.1f s", presence.count,
+                     time.perf_counter() - started)  # fmt: skip
 
     async def _publish(self, items: list[tuple[bytes, bytes]]) -> None:
         assert self.feed is not None
@@ -281,6 +337,8 @@ class TieredStore(Generic[V]):
 
     async def close(self) -> None:
         """Wait for background fills, then close every tier."""
+        for task in list(self._tasks):
+            task.cancel()
         if self.feed is not None:
             await self.feed.close()
         for behind in self._behind:

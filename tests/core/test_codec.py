@@ -5,7 +5,9 @@ import orjson
 import pytest
 
 from service.core.codec import (
+    EVENT_TIME,
     HEADER_SIZE,
+    JSON,
     CorruptValue,
     Feature,
     ViewCodec,
@@ -49,8 +51,8 @@ def test_round_trip_values(codec: ViewCodec) -> None:
 
 def test_row_json_fragment_is_qualified_and_in_registry_order(codec: ViewCodec) -> None:
     row = codec.decode_row(codec.encode(5, VALUES))
-    assert row.event_time_ms == 5
-    decoded = orjson.loads(b"{" + row.json + b"}")
+    assert row[EVENT_TIME] == 5
+    decoded = orjson.loads(b"{" + row[JSON] + b"}")
     assert list(decoded) == [f"room_stats.{f.name}" for f in FEATURES]
     assert decoded["room_stats.viewers"] == 2**40
     assert decoded["room_stats.emb"] == [0.25, -1.5, 3.0]
@@ -66,10 +68,10 @@ def test_stored_value_has_no_names_or_type_tags(codec: ViewCodec) -> None:
 
 
 def test_default_row(codec: ViewCodec) -> None:
-    decoded = orjson.loads(b"{" + codec.default_row.json + b"}")
+    decoded = orjson.loads(b"{" + codec.default_row[JSON] + b"}")
     assert decoded["room_stats.title"] == "untitled"
     assert decoded["room_stats.emb"] == [0.0, 0.0, 0.0]
-    assert codec.default_row.event_time_ms == 0
+    assert codec.default_row[EVENT_TIME] == 0
 
 
 def test_encode_columns_matches_encode(codec: ViewCodec) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from service.core.codec import JSON
 from service.core.registry import load_registry
 from service.core.service import FeatureService, Limits
 from service.core.status import Status
@@ -60,11 +61,11 @@ def test_bundle_statuses_order_duplicates_and_defaults(core: FeatureService) -> 
     (rooms,) = result.rooms
     assert result.room_ids == [2, 1, 3, 2]
     assert rooms.statuses == [Status.STALE, Status.FOUND, Status.DEFAULTED, Status.STALE]
-    assert [features(r.json)["room_stats.viewer_count"] for r in rooms.rows] == [22, 11, 0, 22]
+    assert [features(r[JSON])["room_stats.viewer_count"] for r in rooms.rows] == [22, 11, 0, 22]
     assert rooms.ages_ms == [3_600_001, 1000, -1, 3_600_001]
     (pairs,) = result.pairs
     assert pairs.statuses[0] == Status.FOUND and pairs.statuses[1] == Status.DEFAULTED
-    assert features(pairs.rows[1].json)["user_room_affinity.last_visit_age_s"] == -1  # the default
+    assert features(pairs.rows[1][JSON])["user_room_affinity.last_visit_age_s"] == -1  # the default
     (user,) = result.user
     assert user.statuses == [Status.DEFAULTED]
 
@@ -86,7 +87,7 @@ def test_push_newest_wins_and_partial_rows_keep_stored_values(core: FeatureServi
     newer = {"id": 9, "event_time_ms": NOW + 1, "values": {"viewer_count": 6}}
     assert run(core.push("room_stats", [newer])).written == 1
     _, rows = run(core.get_features("room_stats", [9]))
-    got = features(rows.rows[0].json)
+    got = features(rows.rows[0][JSON])
     assert got["room_stats.viewer_count"] == 6
     assert got["room_stats.category"] == "music"
 

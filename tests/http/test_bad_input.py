@@ -252,7 +252,7 @@ def test_bad_input_is_refused_with_the_field_named(client: httpx.Client, case: C
     assert r.status_code == case.status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert set(body) == {"error", "field", "reason"}, body
+    assert set(body) == {"error", "field", "reason", "request_id"}, body
     assert body["field"] == case.field, body
     assert isinstance(body["error"], str) and body["error"]
     assert isinstance(body["reason"], str) and body["reason"]
