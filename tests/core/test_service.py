@@ -123,3 +123,33 @@ def test_bad_requests_name_the_field(core: FeatureService, call, error, field) -
     with pytest.raises(error) as info:
         run(call(core))
     assert info.value.field == field
+
+
+def test_pairs_the_presence_filter_never_saw_are_not_looked_up(tmp_path: Path) -> None:
+    async def go() -> None:
+        tier = RocksTier(tmp_path / "p")
+        store: TieredStore = TieredStore(L1Cache(0, 1.0), [tier])  # no L1: every read counts
+        registry = load_registry(DEMO_REGISTRY)
+        pairs = registry.views["user_room_affinity"]
+        store.watch_presence([pairs.key_prefix])
+        core = FeatureService(registry, store, clock_ms=Clock())
+        await core.push(
+            "user_room_affinity", [{"id": [7, 2], "event_time_ms": NOW, "values": {"gifts_30d": 3}}]
+        )
+        store.start()
+        while not store.presence.trusted:  # type: ignore[union-attr]
+            await asyncio.sleep(0.01)
+        asked: list[bytes] = []
+        real_get = tier.get_many
+
+        async def spy(keys):  # type: ignore[no-untyped-def]
+            asked.extend(keys)
+            return await real_get(keys)
+
+        tier.get_many = spy  # type: ignore[method-assign]
+        result = await core.get_bundle("live_ranker", 7, [1, 2, 3])
+        assert result.pairs[0].statuses == [Status.DEFAULTED, Status.FOUND, Status.DEFAULTED]
+        assert [k for k in asked if k.startswith(pairs.key_prefix)] == [pairs.key(7, 2)]
+        await store.close()
+
+    asyncio.run(go())
