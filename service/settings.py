@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     registry: Path = DEMO_REGISTRY
     data_dir: Path = Path("data/livefeat")
     redis_url: str | None = None  # redis://host:port/db, or redis+cluster://host:port
-    redis_socket_timeout_s: float = Field(default=0.1, gt=0)
+    redis_socket_timeout_s: float = Field(default=0.1, gt=0)  # reads: fail over to RocksDB fast
+    redis_write_timeout_s: float = Field(default=1.0, gt=0)  # pushes wait longer
     redis_connect_timeout_s: float = Field(default=0.2, gt=0)
     redis_pool_size: int = Field(default=32, ge=1)
     http_host: str = "0.0.0.0"

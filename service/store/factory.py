@@ -33,6 +33,7 @@ def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False
         settings.redis_url,
         # A load sends large pipelines; serving wants to fail over fast.
         socket_timeout_s=5.0 if for_load else settings.redis_socket_timeout_s,
+        write_timeout_s=5.0 if for_load else settings.redis_write_timeout_s,
         connect_timeout_s=settings.redis_connect_timeout_s,
         pool_size=settings.redis_pool_size,
     )

@@ -84,6 +84,7 @@ class RedisOptions:
 
     url: str
     socket_timeout_s: float = 0.1
+    write_timeout_s: float = 1.0
     connect_timeout_s: float = 0.2
     pool_size: int = 32
     pool_wait_s: float = 0.05
@@ -100,7 +101,10 @@ class RedisTier:
         self.options = options
         self.cluster = options.url.startswith(("redis+cluster://", "rediss+cluster://"))
         self._ttl_ms_of = ttl_ms_of
-        self._client: Any = _client(options, self.cluster)
+        self._client: Any = _client(options, self.cluster, options.socket_timeout_s)
+        # Writes wait longer than reads (a push is acknowledged only once stored),
+        # on connections of their own so that a big load never delays a read.
+        self._writer: Any = _client(options, self.cluster, options.write_timeout_s)
         self._sha = hashlib.sha1(NEWEST_WINS.encode()).hexdigest()
         self._sha_packed = hashlib.sha1(NEWEST_WINS_PACKED.encode()).hexdigest()
         self._script_loaded = False
@@ -159,14 +163,14 @@ class RedisTier:
         return await self._call("put", go)  # type: ignore[no-any-return]
 
     async def _load_scripts(self) -> None:
-        await self._client.script_load(NEWEST_WINS)
-        await self._client.script_load(NEWEST_WINS_PACKED)
+        await self._writer.script_load(NEWEST_WINS)
+        await self._writer.script_load(NEWEST_WINS_PACKED)
         self._script_loaded = True
 
     async def _put(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         if self.cluster:
             return await self._put_cluster(items)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._writer.pipeline(transaction=False)
         pack, ttl_of = _ITEM.pack, self._ttl_ms_of
         for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
             chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
@@ -188,7 +192,7 @@ class RedisTier:
             args: list[Any] = []
             for i in indexes:
                 args += (self._ttl_ms_of(items[i][0]), items[i][1])
-            result = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+            result = await self._writer.evalsha(self._sha, len(keys), *keys, *args)
             for i, r in zip(indexes, result, strict=True):
                 written[i] = bool(r)
 
@@ -229,15 +233,16 @@ class RedisTier:
 
     async def close(self) -> None:
         """Close every connection (and the pool we made: redis-py leaves a given pool open)."""
-        if self.cluster:
-            await self._client.aclose()
-        else:
-            await self._client.aclose(close_connection_pool=True)
+        for client in (self._client, self._writer):
+            if self.cluster:
+                await client.aclose()
+            else:
+                await client.aclose(close_connection_pool=True)
 
 
-def _client(options: RedisOptions, cluster: bool) -> Any:
+def _client(options: RedisOptions, cluster: bool, socket_timeout_s: float) -> Any:
     common: dict[str, Any] = {
-        "socket_timeout": options.socket_timeout_s,
+        "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": options.connect_timeout_s,
         "retry": Retry(NoBackoff(), 0),
         "client_name": "livefeat",

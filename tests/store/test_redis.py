@@ -78,7 +78,7 @@ def test_cluster_spreads_keys_and_reads_them_back(redis_cluster: RedisCluster) -
     items = [(key(i), value(i)) for i in range(1, 301)]
 
     async def go() -> None:
-        t = tier(redis_cluster.url, socket_timeout_s=2.0)
+        t = tier(redis_cluster.url, socket_timeout_s=5.0, connect_timeout_s=5.0)
         try:
             assert all(await t.put_many(items))
             assert not any(await t.put_many([(k, value(0)) for k, _ in items]))
