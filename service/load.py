@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.core.codec import FLOAT32_MAX, event_time_of
+from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX, event_time_of
 from service.core.registry import ViewPlan
 from service.core.service import record_writes
 from service.errors import LoadError
@@ -100,8 +100,12 @@ def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.Parqu
             low = pc.min(col).as_py()
             if key != "event_time" and low < 0:
                 raise LoadError(f"{where} {key!r}: negative id {low}")
-            if key == "event_time" and _ms(col).to_numpy().min() < 0:
-                raise LoadError(f"{where} 'event_time': before 1970 (negative ms)")
+            if key == "event_time":
+                ms = _ms(col).to_numpy()
+                if ms.min() < 0 or ms.max() > EVENT_TIME_MAX:
+                    raise LoadError(
+                        f"{where} 'event_time': outside 1970..year 10889 (ms 0..2**48-1)"
+                    )
         for f in floats:
             _check_floats(where, f, batch.column(f.name), seen)
         for f in vectors:

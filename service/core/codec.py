@@ -31,9 +31,15 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-FORMAT = 1
-HEADER = struct.Struct("<BIq")
-HEADER_SIZE = HEADER.size  # 13 bytes
+# The header is one <Q: event_time_ms in the low 48 bits (ms until the year
+# 10889), the low 16 bits of the view's schema version in the high 16 (the full
+# version is in the key; this one catches a misplaced value). Eight bytes, not
+# thirteen: with them a user row of the standard workload is 252 bytes, which
+# with Redis's string header fits jemalloc's 256-byte class instead of 320
+# (6 MB of Redis memory over the standard users).
+HEADER = struct.Struct("<Q")
+HEADER_SIZE = HEADER.size
+EVENT_TIME_MAX = (1 << 48) - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STRING_BYTES = 65535
 FLOAT32_MAX = 3.4028234663852886e38
@@ -50,7 +56,12 @@ class CorruptValue(ValueError):
 
 def event_time_of(value: bytes) -> int:
     """The event time (ms since the epoch) of a stored value, read from its header."""
-    return int.from_bytes(value[5:13], "little", signed=True)
+    return int.from_bytes(value[:6], "little")
+
+
+def header(version: int, event_time_ms: int) -> bytes:
+    """The 8-byte header of a stored value."""
+    return HEADER.pack(((version & 0xFFFF) << 48) | event_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +164,7 @@ class ViewCodec:
             offset += 4 * f.dim
         self.fixed_size = offset
         self._string_keys = [f"{view}.{f.name}" for f in self._strings]
-        fields: list[Any] = [("_fmt", "u1"), ("_ver", "<u4"), ("_t", "<i8")]
+        fields: list[Any] = [("_hdr", "<u8")]
         fields += [(f.name, _SCALAR_DTYPE[f.type]) for f in scalars]
         fields += [(f.name, "<f4", (f.dim,)) for f in vectors]
         self.dtype = np.dtype(fields)
@@ -166,7 +177,7 @@ class ViewCodec:
 
     def encode(self, event_time_ms: int, values: Mapping[str, Any]) -> bytes:
         """Encode one complete, already checked row (every feature present)."""
-        head = HEADER.pack(FORMAT, self.version, event_time_ms)
+        head = header(self.version, event_time_ms)
         fixed = self._struct.pack(*[values[f.name] for f in self._scalars])
         vecs = b"".join(struct.pack(f"<{f.dim}f", *values[f.name]) for f in self._vectors)
         return head + fixed + vecs + self._encode_strings([values[f.name] for f in self._strings])
@@ -186,9 +197,9 @@ class ViewCodec:
         """
         n = len(event_times_ms)
         fixed = np.zeros(n, dtype=self.dtype)
-        fixed["_fmt"] = FORMAT
-        fixed["_ver"] = self.version
-        fixed["_t"] = event_times_ms
+        fixed["_hdr"] = np.uint64((self.version & 0xFFFF) << 48) | np.asarray(
+            event_times_ms, dtype=np.uint64
+        )
         for f in (*self._scalars, *self._vectors):
             fixed[f.name] = columns[f.name]
         raw = fixed.tobytes()
@@ -202,8 +213,9 @@ class ViewCodec:
         return [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
 
     def _check_header(self, buf: bytes) -> int:
-        fmt, version, event_time_ms = HEADER.unpack_from(buf)
-        if fmt != FORMAT or version != self.version or len(buf) < self.fixed_size:
+        (word,) = HEADER.unpack_from(buf)
+        event_time_ms = word & EVENT_TIME_MAX
+        if word >> 48 != self.version & 0xFFFF or len(buf) < self.fixed_size:
             raise CorruptValue(
                 f"{self.view}: stored value does not match layout v{self.version:08x}"
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.codec import INT64_MAX
+from service.core.codec import EVENT_TIME_MAX, INT64_MAX
 from service.errors import InvalidArgument, TooLarge
 
 
@@ -44,6 +44,6 @@ def check_pair(field: str, value: Any) -> tuple[int, int]:
 
 def check_event_time(field: str, value: Any) -> int:
     """An event time in milliseconds since the epoch."""
-    if type(value) is not int or not 0 <= value <= INT64_MAX:
-        raise InvalidArgument(field, "expected event time as a non-negative int64 (ms)")
+    if type(value) is not int or not 0 <= value <= EVENT_TIME_MAX:
+        raise InvalidArgument(field, "expected event time in ms since the epoch, 0..2**48-1")
     return value

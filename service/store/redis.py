@@ -33,13 +33,13 @@ from service import metrics
 from service.errors import TierTimeout, TierUnavailable
 from service.store.breaker import CircuitBreaker
 
-# KEYS[i]: key; ARGV[2i-1]: TTL in ms; ARGV[2i]: value. Event time: int64 LE at byte 6.
+# KEYS[i]: key; ARGV[2i-1]: TTL in ms; ARGV[2i]: value. Event time: the first 6 bytes, LE.
 NEWEST_WINS = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local new = ARGV[2 * i]
   local old = redis.call('GET', key)
-  if old and struct.unpack('<i8', old, 6) >= struct.unpack('<i8', new, 6) then
+  if old and struct.unpack('<I6', old, 1) >= struct.unpack('<I6', new, 1) then
     out[i] = 0
   else
     redis.call('SET', key, new, 'PX', ARGV[2 * i - 1])
@@ -64,7 +64,7 @@ while pos <= #blob do
   local new = string.sub(blob, pos + klen, pos + klen + vlen - 1)
   pos = pos + klen + vlen
   local old = redis.call('GET', key)
-  if old and struct.unpack('<i8', old, 6) >= struct.unpack('<i8', new, 6) then
+  if old and struct.unpack('<I6', old, 1) >= struct.unpack('<I6', new, 1) then
     out[#out + 1] = '0'
   else
     redis.call('SET', key, new, 'PX', ttl)

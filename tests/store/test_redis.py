@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.codec import FORMAT, HEADER, event_time_of
+from service.core.codec import event_time_of, header
 from service.errors import TierUnavailable
 from service.store.l1 import L1Cache
 from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
@@ -20,7 +20,7 @@ TTL_MS = 60_000
 
 
 def value(event_time_ms: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(FORMAT, 0xABCD, event_time_ms) + payload
+    return header(0xABCD, event_time_ms) + payload
 
 
 def key(i: int) -> bytes:

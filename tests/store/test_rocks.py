@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from service.core.codec import FORMAT, HEADER
+from service.core.codec import header
 from service.errors import DataDirBusy
 from service.store.rocks import RocksTier
 
 
 def value(event_time_ms: int, payload: bytes = b"x") -> bytes:
-    return HEADER.pack(FORMAT, 1, event_time_ms) + payload
+    return header(1, event_time_ms) + payload
 
 
 def test_newest_event_wins(tmp_path: Path) -> None:

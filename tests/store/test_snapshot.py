@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from service.core.codec import FORMAT, HEADER
+from service.core.codec import header
 from service.errors import DataDirBusy, LivefeatError
 from service.snapshot import restore, snapshot
 from service.store.rocks import RocksTier
 
 
 def value(event_time_ms: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(FORMAT, 1, event_time_ms) + payload
+    return header(1, event_time_ms) + payload
 
 
 def test_snapshot_beside_a_running_writer_then_restore_into_empty(tmp_path: Path) -> None:

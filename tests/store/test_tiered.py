@@ -4,14 +4,14 @@ this tests fall-through, fill and failure policy, not storage (tests/store/test_
 import asyncio
 from collections.abc import Sequence
 
-from service.core.codec import FORMAT, HEADER, event_time_of
+from service.core.codec import event_time_of, header
 from service.errors import TierUnavailable
 from service.store.l1 import L1Cache
 from service.store.tiered import UNAVAILABLE, TieredStore
 
 
 def value(event_time_ms: int) -> bytes:
-    return HEADER.pack(FORMAT, 1, event_time_ms)
+    return header(1, event_time_ms)
 
 
 class DictTier:
