@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX, event_time_of
+from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX
 from service.core.registry import ViewPlan
 from service.core.service import record_writes
 from service.errors import LoadError
@@ -232,13 +232,13 @@ async def load_file(
     pf = check_file(plan, path)
     skip = checkpoint.rows_done() if checkpoint else 0
     rows = written = 0
-    in_flight: tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int] | None = None
+    in_flight: tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int, int] | None = None
 
     async def finish(
-        task: asyncio.Task[list[bool]], items: list[tuple[bytes, bytes]], upto: int
+        task: asyncio.Task[list[bool]], items: list[tuple[bytes, bytes]], upto: int, newest: int
     ) -> int:
         done = sum(await task)
-        record_writes(plan.name, "load", [event_time_of(v) for _, v in items], done)
+        record_writes(plan.name, "load", len(items), done, newest)
         if checkpoint:
             await store.sync()
             checkpoint.save(upto)
@@ -257,7 +257,8 @@ async def load_file(
             if in_flight:
                 written += await finish(*in_flight)
             rows += len(items)
-            in_flight = (asyncio.ensure_future(store.put_many(items)), items, rows)
+            newest = int(pc.max(_ms(batch.column("event_time"))).as_py())
+            in_flight = (asyncio.ensure_future(store.put_many(items)), items, rows, newest)
         if in_flight:
             written += await finish(*in_flight)
             in_flight = None

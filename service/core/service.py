@@ -237,7 +237,7 @@ class FeatureService:
                 full.update(values)
                 items.append((key, plan.codec.encode(event_time_ms, full)))
             written = sum(await self.store.put_many(items))
-        record_writes(plan.name, source, [t for _, t, _ in checked], written)
+        record_writes(plan.name, source, len(items), written, max(t for _, t, _ in checked))
         return PushResult(written, len(items) - written)
 
     def _check_row(self, plan: ViewPlan, field: str, row: Any) -> tuple[bytes, int, dict[str, Any]]:
@@ -290,12 +290,13 @@ class FeatureService:
         return {"view": plan.name, "key": key.decode(), "tiers": tiers}
 
 
-def record_writes(view: str, source: str, event_times_ms: Sequence[int], written: int) -> None:
-    """Count rows written and ignored; move the view's newest-event gauge forward."""
+def record_writes(view: str, source: str, rows: int, written: int, newest_ms: int) -> None:
+    """Count rows written and ignored; move the view's newest-event gauge forward
+    (`newest_ms`: the newest event time among the rows)."""
     metrics.WRITTEN_ROWS.labels(view, source, "written").inc(written)
-    metrics.WRITTEN_ROWS.labels(view, source, "ignored").inc(len(event_times_ms) - written)
-    if written and event_times_ms:
-        newest = max(event_times_ms) / 1000
+    metrics.WRITTEN_ROWS.labels(view, source, "ignored").inc(rows - written)
+    if written:
+        newest = newest_ms / 1000
         if newest > _newest_event_s.get(view, 0.0):
             _newest_event_s[view] = newest
             metrics.NEWEST_EVENT_SECONDS.labels(view).set(newest)

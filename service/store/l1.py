@@ -71,6 +71,8 @@ class L1Cache(Generic[V]):
 
     def invalidate(self, keys: Iterable[bytes]) -> None:
         """Drop `keys` so the next read goes to the tiers below."""
+        if not self.max_rows:
+            return
         pop = self._cache.pop
         for key in keys:
             pop(key, None)

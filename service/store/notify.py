@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 CHANNEL = b"livefeat:changes"
 MAGIC = b"LF1"
 _HEAD = struct.Struct("<16sq")
-MAX_MESSAGE_BYTES = 512 * 1024
+# Small messages: a replica applies one message at a time on its event loop, so
+# this bounds how long absorbing a bulk load's keys holds up requests (~2k keys).
+MAX_MESSAGE_BYTES = 64 * 1024
 VALUES_UP_TO_ITEMS = 1_000  # larger writes (loads) notify keys only
 
 

@@ -37,23 +37,24 @@ class PresenceFilter:
         state = "trusted" if self.trusted else "not trusted"
         return f"<PresenceFilter {self.count}/{self.capacity} keys, {state}>"
 
-    def _positions(self, key: bytes) -> list[int]:
-        h = hash(key) & _MASK64
-        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
-        return [(h1 + i * h2) % self.bits for i in range(self.HASHES)]
-
     def watches(self, key: bytes) -> bool:
         """Whether `key` is under one of the filter's prefixes."""
         return key.startswith(self.prefixes)
 
     def add(self, keys: Iterable[bytes]) -> None:
         """Record keys that are (now) stored; keys under other prefixes are ignored."""
-        array = self._array
+        array, bits, prefixes = self._array, self.bits, self.prefixes
+        added = 0
         for key in keys:
-            if key.startswith(self.prefixes):
-                for p in self._positions(key):
-                    array[p >> 3] |= 1 << (p & 7)
-                self.count += 1
+            if key.startswith(prefixes):
+                h = hash(key) & _MASK64
+                h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+                p0, p1, p2 = h1 % bits, (h1 + h2) % bits, (h1 + 2 * h2) % bits
+                array[p0 >> 3] |= 1 << (p0 & 7)
+                array[p1 >> 3] |= 1 << (p1 & 7)
+                array[p2 >> 3] |= 1 << (p2 & 7)
+                added += 1
+        self.count += added
 
     def might_contain(self, keys: Sequence[bytes]) -> list[bool]:
         """False where the key is certainly not stored; True where it may be."""
