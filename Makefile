@@ -14,7 +14,7 @@ RULES := deploy/prometheus/livefeat-rules.yaml
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || echo $(VERSION))
 
-.PHONY: install proto run demo serve test lint bench bench-quick clean deploy-check deploy-rules image
+.PHONY: install proto run demo serve test lint bench bench-quick loadtest clean deploy-check deploy-rules image
 
 # The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
@@ -46,11 +46,17 @@ test: lint deploy-check ## every check and the whole test suite (starts its own 
 	scripts/system-deps.sh redis
 	$(BIN)/pytest
 
-bench-quick: demo ## benchmark runner, short (under a minute)
+bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}
+	scripts/system-deps.sh redis
 	$(PY) -m loadtest.bench --quick --data-dir $(DATA_DIR)
 
-bench: demo ## benchmark runner, the full protocol of BENCHMARK.md
+bench: demo ## the full protocol of BENCHMARK.md, about 30 min: loadtest/results/bench.{json,png}
+	scripts/system-deps.sh redis
 	$(PY) -m loadtest.bench --data-dir $(DATA_DIR)
+
+loadtest: demo ## locust, headless, ~75 s: HTTP + gRPC readers, a writer, step load to the p99 knee; fails on any failure
+	$(PY) -m loadtest.run_locust --data-dir $(DATA_DIR) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+	  --out loadtest/results/locust
 
 clean: ## remove the venv and the demo data
 	rm -rf $(VENV) $(DATA_DIR)

@@ -30,6 +30,8 @@ def test_quick_plan() -> None:
     plan = plan_from(bench.parser().parse_args(["--quick"]))
     assert (plan.duration_s, plan.warmup_s, plan.repetitions, plan.concurrency) == (3, 0.5, 1, [1, 8])  # fmt: skip
     assert plan.redis_rows == "requested" and plan.n_requests == 2000
+    assert not plan.redis_memory
+    assert plan_from(bench.parser().parse_args(["--quick", "--redis-memory"])).redis_memory
     assert [c.name for c in plan.cases.values() if c.kind == "livefeat"] == [
         f"livefeat-{c}" for c in QUICK_CASES
     ]
@@ -43,7 +45,8 @@ def test_quick_plan() -> None:
 def test_full_plan_and_schedule() -> None:
     plan = plan_from(bench.parser().parse_args([]))
     assert (plan.duration_s, plan.warmup_s, plan.repetitions, plan.concurrency) == (20, 3, 3, [1, 8, 32])  # fmt: skip
-    assert plan.redis_rows == "all" and plan.grpc_channels == "shared"
+    assert plan.redis_rows == "all" and plan.grpc_channels == "per-slot" and plan.redis_memory
+    assert not plan_from(bench.parser().parse_args(["--no-redis-memory"])).redis_memory
     assert plan.grpc_deadline_s == 1.0
     assert {c.name for c in plan.cases.values() if c.kind == "livefeat"} == {
         f"livefeat-{c}" for c in FULL_CASES
@@ -119,3 +122,13 @@ def test_parse_tier_counters() -> None:
         "calls": {"rocksdb put": 3.0},
         "write_behind_dropped": {"rocksdb": 0.0},
     }
+
+
+def test_check_served_refuses_defaulted_users_or_rooms(tmp_path: Path) -> None:
+    from loadtest.runner import check_served
+
+    good = {"user": {"FOUND": 25}, "rooms": {"FOUND": 2000, "STALE": 500}, "pairs": {"DEFAULTED": 2400, "FOUND": 100}}  # fmt: skip
+    check_served("case", good, tmp_path)  # absent pairs are normal
+    bad = {"user": {"DEFAULTED": 25}, "rooms": {"DEFAULTED": 2500}, "pairs": {"DEFAULTED": 2500}}
+    with pytest.raises(RuntimeError, match="generate it again"):
+        check_served("case", bad, tmp_path)

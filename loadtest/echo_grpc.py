@@ -1,0 +1,74 @@
+"""The gRPC baseline: a bare grpc.aio server that answers GetBundle with pre-made bytes.
+
+One generic handler for ``/livefeat.v1.FeatureService/GetBundle`` with no request
+deserializer and no response serializer: it takes the request bytes without parsing
+them and returns the same response bytes every time (a real GetBundle response, so the
+size matches). The server runs as livefeat's gRPC front end runs (service/server.py and
+service/grpc/server.py): grpc.aio on uvloop, the same server options. What livefeat
+costs on top of this is its own work: parsing, the core, the store and the encoding.
+
+    python -m loadtest.echo_grpc --port 50090 --body-file response.bin
+    python -m loadtest.echo_grpc --port 50090 --size 25000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvloop
+
+SERVICE = "livefeat.v1.FeatureService"
+METHOD = "GetBundle"
+MAX_MESSAGE_BYTES = 8 << 20  # livefeat's default max_body_bytes, its gRPC receive limit
+GRACE_S = 20
+
+
+def handler(body: bytes) -> grpc.GenericRpcHandler:
+    """GetBundle -> ``body``, request and response as raw bytes."""
+
+    async def get_bundle(request: bytes, context: Any) -> bytes:
+        return body
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(get_bundle)}
+    )
+
+
+async def serve(body: bytes, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then stop with the grace livefeat gives calls."""
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
+    )
+    server.add_generic_rpc_handlers((handler(body),))
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"echo_grpc: serving {len(body)} bytes on {host}:{port}", flush=True)
+    await stop.wait()
+    await server.stop(GRACE_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the flags and serve."""
+    p = argparse.ArgumentParser(prog="python -m loadtest.echo_grpc", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    body = p.add_mutually_exclusive_group(required=True)
+    body.add_argument("--body-file", type=Path, help="answer with the bytes of this file")
+    body.add_argument("--size", type=int, help="answer with this many zero bytes")
+    args = p.parse_args(argv)
+    data = args.body_file.read_bytes() if args.body_file else bytes(args.size)
+    uvloop.run(serve(data, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
