@@ -43,14 +43,14 @@ Request = tuple[int, list[int]]
 
 
 def ensure_demo(data_dir: Path) -> bool:
-    """Run `livefeat demo` into data_dir unless its demo marker is there; True if it ran."""
+    """Run `livefeat demo` into data_dir (it loads only if the data there is missing or
+    of another layout); True if it loaded."""
     from service.cli import DEMO_MARKER
 
-    if (data_dir / DEMO_MARKER).exists():
-        return False
-    print(f"bench: no demo data in {data_dir}: running livefeat demo (about 15 s)", flush=True)
+    before = (data_dir / DEMO_MARKER).read_text() if (data_dir / DEMO_MARKER).exists() else ""
+    print(f"bench: livefeat demo --data-dir {data_dir} (about 15 s if it must load)", flush=True)
     subprocess.run([livefeat_command(), "demo", "--data-dir", str(data_dir)], check=True)
-    return True
+    return (data_dir / DEMO_MARKER).read_text() != before
 
 
 def clone_rocksdb(src_data_dir: Path, dst_data_dir: Path) -> None:

@@ -187,12 +187,15 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
 
     data_dir = Path(settings.data_dir)
     marker = data_dir / DEMO_MARKER
-    if marker.exists() and not force:
-        print(f"demo data already loaded in {data_dir} ({marker.read_text().strip()}); "
-              "--force loads it again")  # fmt: skip
-        return
-    spec = WorkloadSpec.small() if small else WorkloadSpec()
     registry = load_registry(settings.registry)
+    # The keys carry each view's layout: data loaded under another layout (an
+    # older livefeat, another registry) is not what would be served. Load again.
+    layouts = ",".join(sorted(v.key_prefix.decode() for v in registry.views.values()))
+    spec = WorkloadSpec.small() if small else WorkloadSpec()
+    done = marker.read_text() if marker.exists() else ""
+    if done.startswith(f"{spec}, layouts={layouts},") and not force:
+        print(f"demo data already loaded in {data_dir} ({done.strip()}); --force loads it again")
+        return
     out = data_dir / "demo-parquet"
     out.mkdir(parents=True, exist_ok=True)
     now_ms = time.time_ns() // 1_000_000
@@ -206,4 +209,4 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
         print(
             asyncio.run(_load_into(store, registry.views[view], path, 50_000, data_dir / "loads"))
         )
-    marker.write_text(f"{spec}, event_time_ms={now_ms}\n")
+    marker.write_text(f"{spec}, layouts={layouts}, event_time_ms={now_ms}\n")

@@ -135,9 +135,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# Part of every schema version: bump it when the stored form itself changes
+# (2: the 8-byte header), so that old values are never misread as new ones.
+STORED_FORM = 2
+
+
 def schema_version(features: Sequence[Feature]) -> int:
     """A u32 fingerprint of the stored layout (names, types, dims; not defaults)."""
-    layout = ";".join(f"{f.name}:{f.type}:{f.dim}" for f in features)
+    layout = f"{STORED_FORM}|" + ";".join(f"{f.name}:{f.type}:{f.dim}" for f in features)
     return zlib.crc32(layout.encode())
 
 
