@@ -38,6 +38,7 @@ class _Unavailable:
 
 
 UNAVAILABLE: Final[Any] = _Unavailable()
+PRESENCE_RETRY_S = 2.0  # after a failed scan of a tier
 
 
 class _TierMetrics:
@@ -272,7 +273,11 @@ class TieredStore(Generic[V]):
                     async for keys in tier.scan_keys(prefix):
                         presence.add(keys)
         except TierError as exc:
-            log.warning("presence filter not rebuilt (%s); every pair is looked up", exc)
+            log.warning("presence filter not rebuilt (%s); every pair is looked up "
+                        "until a retry in %s s succeeds", exc, PRESENCE_RETRY_S)  # fmt: skip
+            await asyncio.sleep(PRESENCE_RETRY_S)
+            if presence.generation == generation:
+                self._rebuild_presence()
             return
         connected = self.feed is None or self.feed.connected.is_set()
         if presence.generation == generation and connected:
