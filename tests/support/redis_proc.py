@@ -115,7 +115,11 @@ class RedisCluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
         self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
-        self._wait_ok()
+        try:
+            self._wait_ok()
+        except BaseException:
+            self.stop()  # never leave servers behind
+            raise
 
     def _wait_ok(self, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
