@@ -11,7 +11,9 @@ case it is compared with).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from loadtest import stats
@@ -210,9 +212,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
                 f"{fmt_num(x['backend_cpu_per_request'], '.2f'):>7}"
             )
     lines += ["", "targets (BENCHMARK.md)"]
-    for t in report["targets"]:
-        mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]
-        lines.append(f"  {mark} {t['target']}: {fmt_num(t['value'], '.2f')} ({t['limit']})")
+    lines += [target_line(t, fmt_num(t["value"], ".2f")) for t in report["targets"]]
     mem = report.get("redis_memory")
     if mem:
         lines.append(
@@ -235,3 +235,18 @@ def summary_table(report: Mapping[str, Any]) -> str:
         "srv: livefeat's CPU ms per request; redis: redis-server's"
     )
     return "\n".join(lines)
+
+
+def target_line(target: Mapping[str, Any], value: str, extra: str = "") -> str:
+    """One line of a targets list: ok / MISS / n/a, the target, the value and its limit."""
+    mark = {True: "ok  ", False: "MISS", None: "n/a "}[target["ok"]]
+    return f"  {mark} {target['target']}: {value} ({target['limit']}){extra}"
+
+
+def publish(report: Mapping[str, Any], out: Path, table: str, name: str) -> None:
+    """Write the JSON report to `out`, then print its table and where the figures are."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table)
+    print(f"\n{name}: {report['elapsed_s']:.0f} s; every figure in {out}")

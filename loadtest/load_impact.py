@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import json
 import pickle
 import re
 import shutil
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import stats
+from loadtest.analysis import publish, target_line
 from loadtest.clients import RunSpec, run_client
 from loadtest.load_rate import (
     TimedProcess,
@@ -493,10 +493,11 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"meanwhile); the server's MGETs took {fmt(mget.get('usec_per_call'), ',.0f')} us"
             )
     lines += ["", "targets"]
-    for t in report["targets"]:
-        mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]
-        lines.append(f"  {mark} {t['target']}: {fmt(t['value'], '.2f')} ({t['limit']}); "
-                     f"every window inside its load: {t['every_window_inside_load']}")  # fmt: skip
+    lines += [
+        target_line(t, fmt(t["value"], ".2f"),
+                    f"; every window inside its load: {t['every_window_inside_load']}")
+        for t in report["targets"]
+    ]  # fmt: skip
     p = report["protocol"]
     lines.append(f"\nmedians of {p['repetitions']} repetition(s) of {p['duration_s']:g} s "
                  f"(after {p['warmup_s']:g} s warm-up) at concurrency {p['concurrency']}; "
@@ -532,11 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"load_impact: {exc}")
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print()
-    print(summary_table(report))
-    print(f"\nload_impact: {report['elapsed_s']:.0f} s; every figure in {args.out}")
+    publish(report, args.out, summary_table(report), "load_impact")
     return 0
 
 

@@ -24,7 +24,6 @@ sized with MEMORY USAGE and STRLEN to show where the bytes go.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import stats
+from loadtest.analysis import publish, target_line
 from loadtest.prepare import machine_info
 from loadtest.servers import livefeat_command
 
@@ -467,9 +467,7 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"({s['sampled']} sampled)"
             )
     lines += ["", "targets (BENCHMARK.md)"]
-    for t in report["targets"]:
-        mark = {True: "ok  ", False: "MISS", None: "n/a "}[t["ok"]]
-        lines.append(f"  {mark} {t['target']}: {fmt(t['value'], ',.2f')} ({t['limit']})")
+    lines += [target_line(t, fmt(t["value"], ",.2f")) for t in report["targets"]]
     reps = report["protocol"]["repetitions"]
     lines.append(f"\nmedians of {reps} repetition{'s' * (reps > 1)}; script us/row: time Redis "
                  "spent in the write scripts per row; machine cores: busy cores of the whole "
@@ -492,11 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"load_rate: {exc}")
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print()
-    print(summary_table(report))
-    print(f"\nload_rate: {report['elapsed_s']:.0f} s; every figure in {args.out}")
+    publish(report, args.out, summary_table(report), "load_rate")
     return 0
 
 

@@ -83,6 +83,7 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
     app.add_middleware(MetricsMiddleware)
+    bundle_sizes = metrics.BATCH_SIZE.labels("/v1/bundle")  # bound once, not per request
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
 
     @app.exception_handler(LivefeatError)
@@ -112,7 +113,7 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
         result = await core.get_bundle(
             body.get("bundle"), body.get("user_id"), body.get("room_ids")
         )
-        metrics.BATCH_SIZE.labels("/v1/bundle").observe(len(result.room_ids))
+        bundle_sizes.observe(len(result.room_ids))
         return Response(encode_bundle(result), media_type=JSON)
 
     @app.post("/v1/features", response_model=schemas.FeaturesResponse,
