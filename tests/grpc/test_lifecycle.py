@@ -126,7 +126,12 @@ def test_sigterm_drains(start_server: Start, fresh_data_dir: Path) -> None:
     assert (summary.written, summary.batches) == (3, 3)
     assert server.proc.wait(15) == 0
     outcomes = reads.join()
-    assert {c for _, c in outcomes} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    # Before SIGTERM every call succeeds. After it, a new call is answered OK while
+    # the ports are open, or refused: UNAVAILABLE, or CANCELLED when it raced gRPC
+    # core's shutdown of the connection (a refusal of a new call, not a cut call).
+    assert {c for t, c in outcomes if t <= sent_at} <= {grpc.StatusCode.OK}
+    refused = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert {c for t, c in outcomes if t > sent_at} <= {grpc.StatusCode.OK} | refused
     served_while_draining = [t for t, c in outcomes if c == grpc.StatusCode.OK and t > sent_at]
     assert served_while_draining
     assert '"event": "stopped"' in server.stderr()
