@@ -12,15 +12,19 @@ standard workload requests, pre-encoded) with the benchmark's closed-loop HTTP/1
 
 - ``idle``: nothing else of ours running;
 - ``load``: while `livefeat load user_room_affinity PAIRS --data-dir OTHER --redis-url URL`
-  runs beside the server. The server holds D (RocksDB allows one process per data dir),
-  so the load goes into a fresh data dir and the shared Redis. PAIRS is the demo's pair
-  file with a newer event time, so every row is really written to Redis (and published to
-  the server's change feed); the file is that file `--copies` times over (each copy newer)
-  so that the load outlasts the window. The client starts once the load has made its
-  first batch durable, and the report checks that the whole client run (so its measured
-  window) lies inside the load (`window_inside_load`);
-- ``load-rocksdb``: the same load without Redis, a control: CPU contention alone, no
-  Redis traffic and no change notifications.
+  runs beside the server, as a user would run it: the server subscribes to that Redis's
+  change feed, so the load paces itself (LIVEFEAT_LOAD_SERVING_ROWS_PER_S, service/load.py
+  Pacer). The server holds D (RocksDB allows one process per data dir), so the load goes
+  into a fresh data dir and the shared Redis. PAIRS is the demo's pair file with a newer
+  event time, so every row is really written to Redis (and published to the server's
+  change feed); its first `--paced-rows` rows, so that the load outlasts the window. The
+  client starts once the load has made its first batch durable, and the report checks
+  that the whole client run (so its measured window) lies inside the load
+  (`window_inside_load`);
+- ``load-full-speed``: the same with `--max-rows-per-s 0` (no pacing), the file `--copies`
+  times over (each copy newer);
+- ``load-rocksdb``: the full-speed load without Redis, a control: CPU contention alone,
+  no Redis traffic and no change notifications.
 
 Reported: p50/p90/p99 of each window and their ratios to idle (target: p99 during the load
 at most 2x idle), server and Redis CPU over each window, Redis PING round trips from a
@@ -112,21 +116,28 @@ def p99_ratio(
 # --------------------------------------------------------------------------- setup
 
 
-def newer_pairs_file(source: Path, dest: Path, event_time_ms: int, copies: int = 1) -> int:
+def newer_pairs_file(
+    source: Path, dest: Path, event_time_ms: int, copies: int = 1, rows: int | None = None
+) -> int:
     """Write the pair view's Parquet `copies` times over into `dest`, copy i with every
     event_time set to `event_time_ms + i` (each copy newer than the last, so every row of
-    every copy is written). Returns the rows written to `dest`."""
+    every copy is written), cut after `rows` rows if given. Returns the rows written."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(source)
     i = table.schema.get_field_index("event_time")
+    left = int(table.num_rows) * copies if rows is None else rows
     with pq.ParquetWriter(dest, table.schema) as writer:
         for copy in range(copies):
-            column = pa.array(np.full(table.num_rows, event_time_ms + copy, dtype=np.int64))
-            writer.write_table(table.set_column(i, "event_time", column), row_group_size=100_000)
-    return int(table.num_rows) * copies
+            part = table.slice(0, min(left, table.num_rows))
+            if not part.num_rows:
+                break
+            column = pa.array(np.full(part.num_rows, event_time_ms + copy, dtype=np.int64))
+            writer.write_table(part.set_column(i, "event_time", column), row_group_size=100_000)
+            left -= part.num_rows
+    return (int(table.num_rows) * copies if rows is None else rows) - left
 
 
 PRESENCE_BUILT, PRESENCE_FAILED = "presence filter built", "presence filter not rebuilt"
@@ -257,6 +268,7 @@ def load_window(
     pairs: Path,
     data_dir: Path,
     redis_url: str | None,
+    extra_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Start the load, wait until it has written a batch, measure a window, wait for the load.
 
@@ -266,6 +278,7 @@ def load_window(
     cmd = [livefeat_command(), "load", PAIR_VIEW, str(pairs), "--data-dir", str(data_dir)]
     if redis_url:
         cmd += ["--redis-url", redis_url]
+    cmd += extra_args
     load = TimedProcess(cmd, clean_env())
     try:
         while not load_has_written(data_dir):
@@ -349,7 +362,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         pids = (("server", server.pid), ("redis", redis.pid))
         spec = RunSpec(HOST, server.port, str(requests_file), args.concurrency, args.warmup,
                        args.duration, pids)  # fmt: skip
-        kinds = ["idle", "load"] + ([] if args.no_control else ["load-rocksdb"])
+        kinds = ["idle", "load"] + [k for k in ("load-full-speed", "load-rocksdb")
+                                    if k not in (args.skip or [])]  # fmt: skip
         for rep in range(args.repetitions):
             for kind in kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]:  # rotated
                 server.check_alive()
@@ -360,10 +374,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     event_ms = max(time.time_ns() // 1_000_000, demo_event_ms + 1)
                     pairs = work / "pairs-newer.parquet"
                     source = data_dir / "demo-parquet" / f"{PAIR_VIEW}.parquet"
-                    n = newer_pairs_file(source, pairs, event_ms, args.copies)
+                    rows = args.paced_rows if kind == "load" else None
+                    n = newer_pairs_file(source, pairs, event_ms, args.copies, rows)
                     other = work / f"load-rep{rep}-{kind}"
-                    url = redis.url if kind == "load" else None
-                    fig = load_window(spec, server, redis.port, pairs, other, url)
+                    url = None if kind == "load-rocksdb" else redis.url
+                    extra = ("--max-rows-per-s", "0") if kind == "load-full-speed" else ()
+                    fig = load_window(spec, server, redis.port, pairs, other, url, extra)
                     fig["load"].update(file_rows=n, copies=args.copies, event_time_ms=event_ms)
                     shutil.rmtree(other, ignore_errors=True)
                     pairs.unlink(missing_ok=True)
@@ -374,7 +390,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     ld = fig["load"]
                     extra = (f"  load {fmt(ld['cli_rows_per_s'], ',.0f')} rows/s, window inside "
                              f"load: {fig['window_inside_load']}")  # fmt: skip
-                print(f"  rep {rep + 1} {kind:<12} {fig['throughput_rps']:>6,.0f} req/s  p50 "
+                print(f"  rep {rep + 1} {kind:<15} {fig['throughput_rps']:>6,.0f} req/s  p50 "
                       f"{fmt(lat.get('p50'), '.2f')}  p99 {fmt(lat.get('p99'), '.2f')} ms  "
                       f"errors {fig['errors']}  Redis PING p99 {fmt(ping.get('p99'), '.2f')} ms"
                       f"{extra}", flush=True)  # fmt: skip
@@ -393,12 +409,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "repetitions": args.repetitions,
         "windows": {
             "idle": "the server alone",
-            "load": f"livefeat load {PAIR_VIEW} into a fresh data dir and the server's Redis",
-            "load-rocksdb": "the same load into a fresh data dir, no Redis (control: CPU "
-            "contention alone)",
+            "load": f"livefeat load {PAIR_VIEW} into a fresh data dir and the server's Redis, "
+            "as it runs by default: paced (LIVEFEAT_LOAD_SERVING_ROWS_PER_S) because a serving "
+            "replica subscribes to that Redis's change feed",
+            "load-full-speed": "the same with --max-rows-per-s 0: no pacing",
+            "load-rocksdb": "the same load at full speed into a fresh data dir, no Redis "
+            "(control: CPU contention alone)",
         },
         "load_file": f"the demo's {PAIR_VIEW} file {args.copies} time(s) over, each copy with a "
-        "newer event_time than the last (every row written), so the load outlasts the window",
+        "newer event_time than the last (every row written), so the load outlasts the window; "
+        f"for the paced load its first {args.paced_rows:,} rows",
         "order": "per repetition, every window kind, rotated",
         "window_start": "once the load has made its first batch durable (its checkpoint file)",
         "redis_ping_ms": "PING round trips from the parent, every 5 ms, over the client run",
@@ -423,7 +443,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ]
     value = report["ratios"].get("load", {}).get("p99")
     report["targets"] = [{
-        "target": "p99 of /v1/bundle during a load into RocksDB+Redis / idle p99",
+        "target": "p99 of /v1/bundle during a load into RocksDB+Redis (default pacing) / idle "
+                  "p99",
         "value": value,
         "limit": f"<= {TARGET_P99_RATIO:g}",
         "ok": None if value is None else value <= TARGET_P99_RATIO,
@@ -453,15 +474,15 @@ def _numeric(fig: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    head = (f"{'window':<12} {'req/s':>6} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+    head = (f"{'window':<15} {'req/s':>6} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
             f"{'max ms':>7} {'errors':>6} {'server':>6} {'Redis':>6} {'client':>6} "
             f"{'PING p99':>8}")  # fmt: skip
-    lines = [head, f"{'':<12} {'':>6} {'':>7} {'':>7} {'':>7} {'':>7} {'':>6} {'CPU %':>6} "
+    lines = [head, f"{'':<15} {'':>6} {'':>7} {'':>7} {'':>7} {'':>7} {'':>6} {'CPU %':>6} "
              f"{'CPU %':>6} {'CPU %':>6} {'ms':>8}", "-" * len(head)]  # fmt: skip
     for kind, m in report["median"].items():
         lat, ping = m.get("latency_ms") or {}, m.get("redis_ping_ms") or {}
         lines.append(
-            f"{kind:<12} {fmt(m.get('throughput_rps'), ',.0f'):>6} "
+            f"{kind:<15} {fmt(m.get('throughput_rps'), ',.0f'):>6} "
             f"{fmt(lat.get('p50'), '.2f'):>7} {fmt(lat.get('p90'), '.2f'):>7} "
             f"{fmt(lat.get('p99'), '.2f'):>7} {fmt(lat.get('max'), '.2f'):>7} "
             f"{fmt(m.get('errors'), '.0f'):>6} {fmt(m.get('server_cpu_pct'), '.0f'):>6} "
@@ -522,9 +543,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the pair file this many times over, so the load outlasts a window (2)",
     )
     p.add_argument(
-        "--no-control",
-        action="store_true",
-        help="skip the control window (the same load without Redis)",
+        "--paced-rows",
+        type=int,
+        default=500_000,
+        help="rows of the paced load's file (500,000: 20 s at 25,000 rows/s)",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        choices=("load-full-speed", "load-rocksdb"),
+        help="skip a window kind (repeatable): the unpaced load, the control without Redis",
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = p.parse_args(argv)

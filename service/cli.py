@@ -52,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
                       help="rows per write batch (50,000; with --server 1,000 per message)")  # fmt: skip
     load.add_argument("--server", metavar="HOST:PORT",
                       help="stream the rows through a running service's gRPC port")  # fmt: skip
+    load.add_argument("--max-rows-per-s", type=float, dest="load_max_rows_per_s",
+                      help="at most this many rows/s, 0 for no limit (LIVEFEAT_LOAD_MAX_ROWS_PER_S;"
+                           " default: no limit, but LIVEFEAT_LOAD_SERVING_ROWS_PER_S (25,000) "
+                           "while serving replicas subscribe to the Redis being loaded)")  # fmt: skip
     demo = sub.add_parser("demo", help="generate the standard workload and load it")
     _common(demo)
     demo.add_argument("--force", action="store_true", help="generate and load again")
@@ -133,7 +137,7 @@ async def _load(settings: Settings, view: str, path: Path, batch_rows: int) -> s
         raise LivefeatError(f"no view {view!r} in {settings.registry}")
     store = _open_store(settings, registry)
     checkpoints = Path(settings.data_dir) / "loads"
-    return await _load_into(store, registry.views[view], path, batch_rows, checkpoints)
+    return await _load_into(store, registry.views[view], path, batch_rows, checkpoints, settings)
 
 
 def _load_remote(
@@ -162,16 +166,23 @@ def _get(server: str, user_id: int, room_ids: list[int], bundle: str, timeout_s:
 
 
 async def _load_into(
-    store: TieredStore[Any], plan: Any, path: Path, batch_rows: int, checkpoints: Path
+    store: TieredStore[Any],
+    plan: Any,
+    path: Path,
+    batch_rows: int,
+    checkpoints: Path,
+    settings: Settings,
 ) -> str:
-    from service.load import Checkpoint, check_file, load_file
+    from service.load import Checkpoint, Pacer, check_file, load_file
 
     started = time.perf_counter()
+    count_replicas = store.feed.subscribers if store.feed is not None else None
+    pacer = Pacer(settings.load_max_rows_per_s, settings.load_serving_rows_per_s, count_replicas)
     try:
         total = check_file(plan, path).metadata.num_rows
         checkpoint = Checkpoint(checkpoints, plan.name, path, batch_rows)
         with tqdm(total=total, unit="rows", unit_scale=True, desc=plan.name, disable=None) as bar:
-            result = await load_file(plan, path, store, batch_rows, bar.update, checkpoint)
+            result = await load_file(plan, path, store, batch_rows, bar.update, checkpoint, pacer)
         await store.sync()
     finally:
         await store.close()
@@ -179,7 +190,8 @@ async def _load_into(
     loaded = result.rows - result.resumed
     resumed = f", {result.resumed} done by an earlier run" if result.resumed else ""
     return (f"{plan.name}: {loaded} rows in {seconds:.1f} s ({loaded / seconds:,.0f} rows/s): "
-            f"{result.written} written, {result.ignored} ignored as not newer{resumed}")  # fmt: skip
+            f"{result.written} written, {result.ignored} ignored as not newer{resumed}"
+            f"{pacer.describe()}")  # fmt: skip
 
 
 def _demo(settings: Settings, force: bool, small: bool) -> None:
@@ -207,6 +219,8 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
             raise LivefeatError(f"the registry {settings.registry} has no view {view!r}")
         store = _open_store(settings, registry)
         print(
-            asyncio.run(_load_into(store, registry.views[view], path, 50_000, data_dir / "loads"))
+            asyncio.run(
+                _load_into(store, registry.views[view], path, 50_000, data_dir / "loads", settings)
+            )
         )
     marker.write_text(f"{spec}, layouts={layouts}, event_time_ms={now_ms}\n")

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX
 from service.core.registry import ViewPlan
 from service.core.service import record_writes
-from service.errors import LoadError
+from service.errors import LoadError, TierError
 from service.store.tiered import TieredStore
 
 _NUMPY = {"int64": np.int64, "double": np.float64, "float": np.float32, "bool": np.bool_}
@@ -182,6 +182,71 @@ def iter_batches(pf: pq.ParquetFile, plan: ViewPlan, batch_rows: int) -> Iterato
     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
+class Pacer:
+    """How fast a load writes: at most `max_rows_per_s` (0: no limit), or, when that is
+    None ("auto"), `serving_rows_per_s` while serving replicas subscribe to the change
+    feed of the Redis being loaded and no limit otherwise (asked again every batch).
+
+    Why: on a shared Redis a full-speed load keeps Redis and every replica busy (its
+    scripts, its change notifications); serving p99 rose 40-fold beside one
+    (docs/benchmarks.md). Paced, writes go in slices of SLICE_ROWS spread over time.
+    """
+
+    SLICE_ROWS = 2_000
+
+    def __init__(
+        self,
+        max_rows_per_s: float | None = 0,
+        serving_rows_per_s: float = 25_000,
+        count_replicas: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self.max_rows_per_s = max_rows_per_s
+        self.serving_rows_per_s = serving_rows_per_s
+        self._count_replicas = count_replicas
+        self.rate = max_rows_per_s or 0.0
+        self.replicas: int | None = None
+        self.paced_rows = 0
+        self._next = 0.0
+
+    async def refresh(self) -> None:
+        """In "auto" mode, ask how many replicas serve from the Redis being loaded."""
+        if self.max_rows_per_s is not None or self._count_replicas is None:
+            return
+        with contextlib.suppress(TierError):  # unknown: keep the last answer
+            self.replicas = await self._count_replicas()
+        self.rate = self.serving_rows_per_s if self.replicas else 0.0
+
+    def slices(self, items: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+        """`items` cut into the slices to write one after another."""
+        if not self.rate:
+            return [items]
+        return [items[i : i + self.SLICE_ROWS] for i in range(0, len(items), self.SLICE_ROWS)]
+
+    async def wait(self, rows: int) -> None:
+        """Wait until `rows` more rows may be written."""
+        if not self.rate:
+            return
+        now = asyncio.get_running_loop().time()
+        self._next = max(self._next, now)
+        delay = self._next - now
+        self._next += rows / self.rate
+        self.paced_rows += rows
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def describe(self) -> str:
+        """How the load was paced, for its summary ("" if it never was)."""
+        if not self.paced_rows:
+            return ""
+        if self.max_rows_per_s is not None:
+            return f"; paced to {self.rate:,.0f} rows/s (--max-rows-per-s)"
+        return (
+            f"; {self.paced_rows} rows paced to {self.serving_rows_per_s:,.0f} rows/s while "
+            f"{self.replicas} serving replica(s) subscribed to this Redis "
+            "(--max-rows-per-s 0: full speed)"
+        )
+
+
 class Checkpoint:
     """How many rows of one file are durably loaded, so a re-run after a crash resumes.
 
@@ -224,12 +289,23 @@ async def load_file(
     batch_rows: int = 50_000,
     progress: Callable[[int], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    pacer: Pacer | None = None,
 ) -> LoadResult:
     """Check, then load `path` into `store`. Raises LoadError before any write if refused.
 
-    With a checkpoint, batches a previous (crashed) run made durable are skipped.
+    With a checkpoint, batches a previous (crashed) run made durable are skipped; with
+    a pacer, writes are spaced out (see Pacer).
     """
     pf = check_file(plan, path)
+    pacer = pacer or Pacer()
+
+    async def write(items: list[tuple[bytes, bytes]]) -> list[bool]:
+        written: list[bool] = []
+        for part in pacer.slices(items):
+            await pacer.wait(len(part))
+            written += await store.put_many(part)
+        return written
+
     skip = checkpoint.rows_done() if checkpoint else 0
     rows = written = 0
     in_flight: tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int, int] | None = None
@@ -258,7 +334,8 @@ async def load_file(
                 written += await finish(*in_flight)
             rows += len(items)
             newest = int(pc.max(_ms(batch.column("event_time"))).as_py())
-            in_flight = (asyncio.ensure_future(store.put_many(items)), items, rows, newest)
+            await pacer.refresh()
+            in_flight = (asyncio.ensure_future(write(items)), items, rows, newest)
         if in_flight:
             written += await finish(*in_flight)
             in_flight = None

@@ -34,4 +34,9 @@ class Settings(BaseSettings):
     max_ids: int = Field(default=2000, ge=1)
     max_push_rows: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=8 << 20, ge=1024)
+    # `livefeat load` into Redis: at most this many rows/s (0: no limit). Unset: no
+    # limit unless serving replicas subscribe to this Redis's change feed, then
+    # load_serving_rows_per_s, so that a load does not hurt their latency.
+    load_max_rows_per_s: float | None = Field(default=None, ge=0)
+    load_serving_rows_per_s: float = Field(default=25_000, gt=0)
     log_level: str = "info"
