@@ -70,6 +70,7 @@ WATCHED_METRICS = (
     "livefeat_write_behind_dropped_total",
     "livefeat_tier_errors_total",
     "livefeat_l1_rows",
+    "livefeat_tier_operation_duration_seconds_bucket",
 )
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) ([-+0-9.eEinfNa]+)$")
 
@@ -88,11 +89,32 @@ def parse_metrics(text: str, names: tuple[str, ...] = WATCHED_METRICS) -> dict[s
 
 
 def metric_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Counters (``*_total``) as after - before, gauges as after."""
+    """Counters (``*_total``, histogram buckets) as after - before, gauges as after."""
     return {
-        k: v - before.get(k, 0.0) if k.split("{", 1)[0].endswith("_total") else v
+        k: v - before.get(k, 0.0) if k.split("{", 1)[0].endswith(("_total", "_bucket")) else v
         for k, v in after.items()
     }
+
+
+def redis_get_quantiles(deltas: dict[str, float]) -> dict[str, Any] | None:
+    """The server's own Redis reads over a window, from its tier histogram's bucket deltas:
+    how many, and the bucket bound (ms) under which 50% and 99% of them finished."""
+    series = "livefeat_tier_operation_duration_seconds_bucket{"
+    buckets = []
+    for name, count in deltas.items():
+        if name.startswith(series) and 'tier="redis"' in name and 'op="get"' in name:
+            le = re.search(r'le="([^"]+)"', name)
+            if le:
+                buckets.append((float(le[1]), count))
+    buckets.sort()
+    if not buckets or not buckets[-1][1]:
+        return None
+    total = buckets[-1][1]
+    out: dict[str, Any] = {"count": total}
+    for q, key in ((0.5, "p50_under_ms"), (0.99, "p99_under_ms")):
+        bound = next(le for le, c in buckets if c >= q * total)
+        out[key] = None if bound == float("inf") else bound * 1000
+    return out
 
 
 def overlap(window: tuple[float, float], span: tuple[float, float]) -> float:
@@ -256,7 +278,13 @@ def window(spec: RunSpec, server: Server, redis_port: int) -> dict[str, Any]:
     fig["redis_ping_ms"] = probe.summary()
     fig["redis_commands"] = command_deltas(commands0, redis_commands(probe_client))
     probe_client.close()
-    fig["server_metrics"] = metric_deltas(metrics0, scrape(server.port))
+    deltas = metric_deltas(metrics0, scrape(server.port))
+    fig["server_redis_get"] = redis_get_quantiles(deltas)
+    fig["server_metrics"] = {
+        k: v
+        for k, v in deltas.items()
+        if not k.startswith("livefeat_tier_operation_duration_seconds_bucket")
+    }
     fig["change_feed_resubscriptions"] = log_count(server, "change feed subscribed") - subs0
     return fig
 
@@ -378,13 +406,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     n = newer_pairs_file(source, pairs, event_ms, args.copies, rows)
                     other = work / f"load-rep{rep}-{kind}"
                     url = None if kind == "load-rocksdb" else redis.url
-                    extra = ("--max-rows-per-s", "0") if kind == "load-full-speed" else ()
-                    fig = load_window(spec, server, redis.port, pairs, other, url, extra)
+                    flags = ("--max-rows-per-s", "0") if kind == "load-full-speed" else ()
+                    fig = load_window(spec, server, redis.port, pairs, other, url, flags)
                     fig["load"].update(file_rows=n, copies=args.copies, event_time_ms=event_ms)
                     shutil.rmtree(other, ignore_errors=True)
                     pairs.unlink(missing_ok=True)
                 runs.append({"kind": kind, "repetition": rep, "figures": fig})
                 lat, ping = fig["latency_ms"] or {}, fig["redis_ping_ms"] or {}
+                gets = fig["server_redis_get"] or {}
                 extra = ""
                 if "load" in fig:
                     ld = fig["load"]
@@ -393,6 +422,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  rep {rep + 1} {kind:<15} {fig['throughput_rps']:>6,.0f} req/s  p50 "
                       f"{fmt(lat.get('p50'), '.2f')}  p99 {fmt(lat.get('p99'), '.2f')} ms  "
                       f"errors {fig['errors']}  Redis PING p99 {fmt(ping.get('p99'), '.2f')} ms"
+                      f"  server's Redis reads p99 < {fmt(gets.get('p99_under_ms'), '.1f')} ms"
                       f"{extra}", flush=True)  # fmt: skip
         server.check_alive()
     finally:
@@ -545,8 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--paced-rows",
         type=int,
-        default=500_000,
-        help="rows of the paced load's file (500,000: 20 s at 25,000 rows/s)",
+        default=300_000,
+        help="rows of the paced load's file (300,000: 30 s at 10,000 rows/s)",
     )
     p.add_argument(
         "--skip",

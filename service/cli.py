@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                       help="stream the rows through a running service's gRPC port")  # fmt: skip
     load.add_argument("--max-rows-per-s", type=float, dest="load_max_rows_per_s",
                       help="at most this many rows/s, 0 for no limit (LIVEFEAT_LOAD_MAX_ROWS_PER_S;"
-                           " default: no limit, but LIVEFEAT_LOAD_SERVING_ROWS_PER_S (25,000) "
+                           " default: no limit, but LIVEFEAT_LOAD_SERVING_ROWS_PER_S (10,000) "
                            "while serving replicas subscribe to the Redis being loaded)")  # fmt: skip
     demo = sub.add_parser("demo", help="generate the standard workload and load it")
     _common(demo)

@@ -38,5 +38,5 @@ class Settings(BaseSettings):
     # limit unless serving replicas subscribe to this Redis's change feed, then
     # load_serving_rows_per_s, so that a load does not hurt their latency.
     load_max_rows_per_s: float | None = Field(default=None, ge=0)
-    load_serving_rows_per_s: float = Field(default=25_000, gt=0)
+    load_serving_rows_per_s: float = Field(default=10_000, gt=0)
     log_level: str = "info"

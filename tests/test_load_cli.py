@@ -354,3 +354,44 @@ def test_load_refused_while_a_server_holds_the_data_dir(
     stored = decoded(PLANS[ROOM], snapshot(fresh_data_dir, ROOM))
     assert len(stored) == SPEC.n_rooms  # the demo's rooms, as they were
     assert all(t != EVENT_TIME_MS * 2 for t, _ in stored.values())
+
+
+def test_a_load_into_redis_paces_itself_while_replicas_subscribe(
+    workload: dict[str, Path], tmp_path: Path, redis_server: Any
+) -> None:
+    import redis
+
+    from service.store import notify
+
+    url = ["--redis-url", redis_server.url]
+    alone = load(tmp_path / "alone", ROOM, workload[ROOM], *url)
+    assert alone.returncode == 0, alone.stderr
+    assert "paced" not in alone.stdout, alone.stdout  # nobody serves from this Redis
+
+    client = redis.Redis(port=redis_server.port)
+    replica = client.pubsub()  # stands for a serving replica's change feed
+    replica.subscribe(notify.CHANNEL)
+    assert replica.get_message(timeout=5)["type"] == "subscribe"
+    newer = replace(pq.read_table(workload[ROOM]), "event_time",
+                    pa.array([EVENT_TIME_MS + 1] * SPEC.n_rooms, pa.int64()))  # fmt: skip
+    paced = load(tmp_path / "beside", ROOM, write(newer, tmp_path / "newer.parquet"), *url)
+    assert paced.returncode == 0, paced.stderr
+    assert f"{SPEC.n_rooms} written" in paced.stdout, paced.stdout
+    assert "paced to 10,000 rows/s while 1 serving replica(s)" in paced.stdout, paced.stdout
+    messages = []
+    while (message := replica.get_message(timeout=1)) is not None:
+        messages.append(message["data"])
+    assert messages and all(m.startswith(notify.MAGIC_KEYS) for m in messages)  # keys only
+    notified = {k for m in messages for k in notify.decode_keys(m) or []}
+    assert notified == {room_key(i) for i in range(1, SPEC.n_rooms + 1)}
+
+    # A fixed rate applies with or without replicas: 200 rows in batches of 50 at 100
+    # rows/s; each batch after the first waits for the ones before it.
+    fixed = load(tmp_path / "fixed", ROOM, workload[ROOM], *url, "--batch-rows", "50",
+                 "--max-rows-per-s", "100")  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert "paced to 100 rows/s (--max-rows-per-s)" in fixed.stdout, fixed.stdout
+    seconds = float(fixed.stdout.split(" rows in ", 1)[1].split(" s ", 1)[0])
+    assert seconds >= (SPEC.n_rooms - 50) / 100 * 0.95
+    replica.close()
+    client.close()

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from loadtest.load_impact import metric_deltas, overlap, p99_ratio, parse_metrics
+from loadtest.load_impact import (
+    metric_deltas,
+    newer_pairs_file,
+    overlap,
+    p99_ratio,
+    parse_metrics,
+    redis_get_quantiles,
+)
 from loadtest.load_rate import (
     CLK_TCK,
     check,
@@ -139,3 +148,32 @@ def test_p99_ratio() -> None:
     assert p99_ratio({"p50": 3.0}, {"p50": 1.5}, "p50") == 2.0
     assert p99_ratio(None, {"p99": 5.0}) is None
     assert p99_ratio({"p99": 5.0}, {"p99": 0.0}) is None
+
+
+def test_metric_deltas_subtract_histogram_buckets() -> None:
+    name = 'h_bucket{le="0.001"}'
+    assert metric_deltas({name: 4.0}, {name: 10.0}) == {name: 6.0}
+
+
+def test_redis_get_quantiles_from_bucket_deltas() -> None:
+    series = "livefeat_tier_operation_duration_seconds_bucket"
+    counts = {"0.0005": 50.0, "0.001": 90.0, "0.005": 99.0, "0.01": 100.0, "+Inf": 100.0}
+    deltas = {f'{series}{{le="{le}",op="get",tier="redis"}}': n for le, n in counts.items()}
+    deltas[f'{series}{{le="+Inf",op="put",tier="redis"}}'] = 7.0  # other series: ignored
+    deltas[f'{series}{{le="+Inf",op="get",tier="rocksdb"}}'] = 7.0
+    got = redis_get_quantiles(deltas)
+    assert got == {"count": 100.0, "p50_under_ms": 0.5, "p99_under_ms": 5.0}
+    assert redis_get_quantiles({}) is None
+
+
+def test_newer_pairs_file_copies_and_cuts(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2, 3], "event_time": [5, 5, 5]}), source)
+    dest = tmp_path / "newer.parquet"
+    assert newer_pairs_file(source, dest, 100, copies=2) == 6
+    assert pq.read_table(dest).column("event_time").to_pylist() == [100] * 3 + [101] * 3
+    assert newer_pairs_file(source, dest, 100, copies=2, rows=4) == 4
+    assert pq.read_table(dest).column("user_id").to_pylist() == [1, 2, 3, 1]

@@ -53,9 +53,12 @@ KEYS_PER_MESSAGE = 1_000
 VALUES_UP_TO_ITEMS = 1_000  # larger writes (loads) notify keys only
 
 
-def encode(origin: bytes, items: Sequence[tuple[bytes, bytes]], sent_at_ms: int) -> list[bytes]:
-    """Messages for `items`: with their values up to VALUES_UP_TO_ITEMS items, else keys only."""
-    if len(items) > VALUES_UP_TO_ITEMS:
+def encode(
+    origin: bytes, items: Sequence[tuple[bytes, bytes]], sent_at_ms: int, with_values: bool = True
+) -> list[bytes]:
+    """Messages for `items`: with their values up to VALUES_UP_TO_ITEMS items, else (or
+    if not `with_values`: loads) keys only."""
+    if not with_values or len(items) > VALUES_UP_TO_ITEMS:
         return encode_keys(origin, [k for k, _ in items], sent_at_ms)
     return encode_items(origin, items, sent_at_ms)
 
@@ -169,11 +172,11 @@ class ChangeFeed:
         state = "subscribed" if self.connected.is_set() else "disconnected"
         return f"<ChangeFeed {self.channel.decode()} {state}, {self.subscriptions} subscriptions>"
 
-    async def publish(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Tell the other replicas about written items. Raises TierUnavailable."""
+    async def publish(self, items: Sequence[tuple[bytes, bytes]], with_values: bool = True) -> None:
+        """Tell the other replicas about written items (see `encode`). Raises TierUnavailable."""
         if not items:
             return
-        messages = encode(self.origin, items, time.time_ns() // 1_000_000)
+        messages = encode(self.origin, items, time.time_ns() // 1_000_000, with_values)
         try:
             if len(messages) == 1:
                 await self._pub.publish(self.channel, messages[0])

@@ -211,11 +211,14 @@ class TieredStore(Generic[V]):
         finally:
             m.put_s.observe(time.perf_counter() - start)
 
-    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+    async def put_many(
+        self, items: Sequence[tuple[bytes, bytes]], *, notify_values: bool = True
+    ) -> list[bool]:
         """Write to every durable tier (newest event wins in each); forget the keys in L1.
 
         Returns, aligned, whether each item was newer than what some tier held.
-        Raises TierError if a tier fails.
+        Other replicas are notified of the written keys, with their values (for their
+        RocksDB) unless `notify_values` is False (bulk loads). Raises TierError if a tier fails.
         """
         try:  # every tier at once: RocksDB on its threads, Redis on the socket
             results = await asyncio.gather(
@@ -231,7 +234,8 @@ class TieredStore(Generic[V]):
         if self.presence is not None:
             self.presence.add(k for (k, _), w in zip(items, written, strict=True) if w)
         if self.feed is not None:
-            await self._publish([item for item, w in zip(items, written, strict=True) if w])
+            changed = [item for item, w in zip(items, written, strict=True) if w]
+            await self._publish(changed, notify_values)
         return written
 
     def watch_presence(self, prefixes: Sequence[bytes], capacity: int = 2_000_000) -> None:
@@ -285,10 +289,10 @@ class TieredStore(Generic[V]):
             log.info("presence filter built: %d keys in %.1f s", presence.count,
                      time.perf_counter() - started)  # fmt: skip
 
-    async def _publish(self, items: list[tuple[bytes, bytes]]) -> None:
+    async def _publish(self, items: list[tuple[bytes, bytes]], with_values: bool) -> None:
         assert self.feed is not None
         try:
-            await self.feed.publish(items)
+            await self.feed.publish(items, with_values)
         except TierError as exc:
             # The write is durable; other replicas' L1 TTL bounds how long they miss it.
             metrics.TIER_ERRORS.labels("change_feed", "publish", type(exc).__name__).inc()
