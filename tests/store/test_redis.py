@@ -74,6 +74,28 @@ def test_racing_writers_never_leave_an_older_value(redis_server: RedisServer) ->
     assert stored.endswith(struct.pack("<q", 400))
 
 
+@pytest.mark.parametrize("n", [999, 2_500])  # one script per round trip; one pipeline
+def test_writes_of_many_scripts_keep_each_flag_with_its_key(
+    redis_server: RedisServer, n: int
+) -> None:
+    async def go() -> None:
+        t = tier(redis_server.url)
+        try:
+            first = [(key(i), value(100)) for i in range(n)]
+            assert all(await t.put_many(first))
+            # Every third key gets a newer value, the others an older one.
+            second = [(key(i), value(200 if i % 3 == 0 else 50)) for i in range(n)]
+            assert await t.put_many(second) == [i % 3 == 0 for i in range(n)]
+            stored = await t.get_many([key(i) for i in range(n)])
+            assert [event_time_of(v) for v in stored if v] == [
+                200 if i % 3 == 0 else 100 for i in range(n)
+            ]
+        finally:
+            await t.close()
+
+    asyncio.run(go())
+
+
 def test_cluster_spreads_keys_and_reads_them_back(redis_cluster: RedisCluster) -> None:
     items = [(key(i), value(i)) for i in range(1, 301)]
 
