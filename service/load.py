@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,15 @@ def iter_batches(pf: pq.ParquetFile, plan: ViewPlan, batch_rows: int) -> Iterato
     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
+# Batches written at once (unpaced): Redis stays busy while the loader finishes an
+# older one (notifications, sync, checkpoint) and encodes the next. Measured on the
+# standard pairs into RocksDB + Redis: 1 in flight 128-133k rows/s, 2 165-176k,
+# 3 179-183k. Rows of one key with the same event time in two batches of a file may
+# then land in either order (newest event still wins; which of equals is kept is
+# unspecified, as for racing pushes, and Redis and RocksDB may keep different ones).
+WRITES_IN_FLIGHT = 3
+
+
 class Pacer:
     """How fast a load writes: at most `max_rows_per_s` (0: no limit), or, when that is
     None ("auto"), `serving_rows_per_s` while serving replicas subscribe to the change
@@ -309,7 +319,9 @@ async def load_file(
 
     skip = checkpoint.rows_done() if checkpoint else 0
     rows = written = 0
-    in_flight: tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int, int] | None = None
+    # Batches being written, oldest first: (write, items, rows up to its end, newest event).
+    in_flight: deque[tuple[asyncio.Task[list[bool]], list[tuple[bytes, bytes]], int, int]]
+    in_flight = deque()
 
     async def finish(
         task: asyncio.Task[list[bool]], items: list[tuple[bytes, bytes]], upto: int, newest: int
@@ -330,21 +342,21 @@ async def load_file(
                 if progress:
                     progress(batch.num_rows)
                 continue
-            items = encode_batch(plan, batch)  # while the previous batch is being written
-            if in_flight:
-                written += await finish(*in_flight)
+            items = encode_batch(plan, batch)  # while earlier batches are being written
+            await pacer.refresh()
+            depth = 1 if pacer.rate else WRITES_IN_FLIGHT  # paced: one writer is enough
+            while len(in_flight) >= depth:
+                written += await finish(*in_flight.popleft())  # in order: checkpoints too
             rows += len(items)
             newest = int(pc.max(_ms(batch.column("event_time"))).as_py())
-            await pacer.refresh()
-            in_flight = (asyncio.ensure_future(write(items)), items, rows, newest)
-        if in_flight:
-            written += await finish(*in_flight)
-            in_flight = None
+            in_flight.append((asyncio.ensure_future(write(items)), items, rows, newest))
+        while in_flight:
+            written += await finish(*in_flight.popleft())
     finally:
-        if in_flight:  # an error or a cancel: do not leave a write running unobserved
-            in_flight[0].cancel()
+        for task, *_ in in_flight:  # an error or a cancel: leave no write running unobserved
+            task.cancel()
             with contextlib.suppress(BaseException):
-                await in_flight[0]
+                await task
     if checkpoint:
         checkpoint.clear()
     return LoadResult(rows, written, rows - written - skip, skip)
