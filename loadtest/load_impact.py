@@ -577,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--copies",
         type=int,
-        default=2,
-        help="the pair file this many times over, so the load outlasts a window (2)",
+        default=3,
+        help="the pair file this many times over, so the full-speed load outlasts a window (3)",
     )
     p.add_argument(
         "--paced-rows",
