@@ -12,7 +12,7 @@ case it is compared with).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,23 @@ def target_line(target: Mapping[str, Any], value: str, extra: str = "") -> str:
     """One line of a targets list: ok / MISS / n/a, the target, the value and its limit."""
     mark = {True: "ok  ", False: "MISS", None: "n/a "}[target["ok"]]
     return f"  {mark} {target['target']}: {value} ({target['limit']}){extra}"
+
+
+def measure_and_publish(
+    name: str,
+    measure: Callable[[Any], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    args: Any,
+) -> int:
+    """A load script's main: `measure(args)`, then publish its report to `args.out`.
+    Returns the exit code (1, with the reason printed, if the measure raised RuntimeError)."""
+    try:
+        report = measure(args)
+    except RuntimeError as exc:
+        print(f"{name}: {exc}")
+        return 1
+    publish(report, args.out, table(report), name)
+    return 0
 
 
 def publish(report: Mapping[str, Any], out: Path, table: str, name: str) -> None:

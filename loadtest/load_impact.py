@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import stats
-from loadtest.analysis import publish, target_line
+from loadtest.analysis import measure_and_publish, target_line
 from loadtest.clients import RunSpec, run_client
 from loadtest.load_rate import (
     TimedProcess,
@@ -594,13 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = p.parse_args(argv)
-    try:
-        report = measure(args)
-    except RuntimeError as exc:
-        print(f"load_impact: {exc}")
-        return 1
-    publish(report, args.out, summary_table(report), "load_impact")
-    return 0
+    return measure_and_publish("load_impact", measure, summary_table, args)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import stats
-from loadtest.analysis import publish, target_line
+from loadtest.analysis import measure_and_publish, target_line
 from loadtest.prepare import machine_info
 from loadtest.servers import livefeat_command
 
@@ -485,13 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the workload's Parquet here (kept); default: a temp dir")  # fmt: skip
     p.add_argument("--batch-rows", type=int, help="passed to livefeat load (its default: 50,000)")
     args = p.parse_args(argv)
-    try:
-        report = measure(args)
-    except RuntimeError as exc:
-        print(f"load_rate: {exc}")
-        return 1
-    publish(report, args.out, summary_table(report), "load_rate")
-    return 0
+    return measure_and_publish("load_rate", measure, summary_table, args)
 
 
 if __name__ == "__main__":

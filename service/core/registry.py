@@ -77,6 +77,13 @@ class ViewPlan:
         return self.key_prefix + b":".join(b"%d" % i for i in ids)
 
 
+def view_prefix(key: bytes) -> bytes:
+    """The `key_prefix` (``view:version:``) a storage key starts with; b"" if none."""
+    first = key.find(b":")
+    second = key.find(b":", first + 1) if first >= 0 else -1
+    return key[: second + 1] if second >= 0 else b""
+
+
 @dataclass(frozen=True, slots=True)
 class BundlePlan:
     """The views a bundle reads for the user, each room, and each (user, room) pair."""

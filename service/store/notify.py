@@ -38,6 +38,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from service import metrics
+from service.core.registry import view_prefix
 from service.errors import TierUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def encode_keys(origin: bytes, keys: Sequence[bytes], sent_at_ms: int) -> list[b
     cut, rests = 0, []
     for key in keys:
         if prefix is None or not key.startswith(prefix):  # a batch is mostly one view
-            prefix = key_prefix(key)
+            prefix = view_prefix(key)
             cut = len(prefix)
             rests = groups.setdefault(prefix, [])
         rests.append(key[cut:])
@@ -85,13 +86,6 @@ def encode_keys(origin: bytes, keys: Sequence[bytes], sent_at_ms: int) -> list[b
                 continue
             messages.append(head + _PREFIX_LEN.pack(len(prefix)) + prefix + body)
     return messages
-
-
-def key_prefix(key: bytes) -> bytes:
-    """The view part of a key, ``view:version:`` (ids follow it); b"" if it has none."""
-    first = key.find(b":")
-    second = key.find(b":", first + 1) if first >= 0 else -1
-    return key[: second + 1] if second >= 0 else b""
 
 
 def encode_items(

@@ -25,8 +25,8 @@ class PresenceFilter:
     """Bloom filter over keys starting with one of `prefixes`; 3 hashes, 16 bits per key.
 
     Vectorised with numpy: a key costs one `hash()` in Python, the bit arithmetic is
-    done for the whole batch (measured on 2,000 pair keys: add 1.02 -> 0.17 us per key,
-    lookups 0.76 -> 0.12 us; absorbing a bulk load's notifications is mostly this).
+    done for the whole batch (measured on 2,000 pair keys: add 1.02 -> 0.20 us per key,
+    lookups 0.76 -> 0.07 us; per request, 100 lookups 75 -> 21 us).
     """
 
     HASHES = 3

@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service import metrics
+from service.core.registry import view_prefix
 from service.errors import TierTimeout, TierUnavailable
 from service.store.breaker import CircuitBreaker
 
@@ -182,13 +183,10 @@ class RedisTier:
         if self.cluster:
             return await self._put_cluster(items)
         pack, ttl_of = _ITEM.pack, self._ttl_ms_of
-        blobs = [
-            b"".join([pack(len(k), ttl_of(k), len(v)) + k + v for k, v in chunk])
-            for chunk in (
-                items[start : start + SCRIPT_KEYS_PER_CALL]
-                for start in range(0, len(items), SCRIPT_KEYS_PER_CALL)
-            )
-        ]
+        blobs = []
+        for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
+            chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
+            blobs.append(b"".join([pack(len(k), ttl_of(k), len(v)) + k + v for k, v in chunk]))
         if len(items) < PIPELINE_FROM_ITEMS:
             results = [await self._writer.evalsha(self._sha_packed, 0, blob) for blob in blobs]
         else:
@@ -292,8 +290,7 @@ def ttl_by_prefix(prefixes: Mapping[bytes, int]) -> Callable[[bytes], int]:
     def ttl_ms_of(key: bytes) -> int:
         if key.startswith(last[0]):
             return int(last[1])
-        second = key.index(b":", key.index(b":") + 1)
-        last[0] = key[: second + 1]
+        last[0] = view_prefix(key)
         last[1] = prefixes[last[0]]
         return int(last[1])
 
