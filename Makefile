@@ -44,7 +44,7 @@ lint: install ## ruff (lint and format check) and mypy
 
 test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers)
 	scripts/system-deps.sh redis
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}
 	scripts/system-deps.sh redis
