@@ -176,7 +176,7 @@ async def _load_into(
     from service.load import Checkpoint, Pacer, check_file, load_file
 
     started = time.perf_counter()
-    count_replicas = store.feed.subscribers if store.feed is not None else None
+    count_replicas = store.subscribers if store.publishes else None
     pacer = Pacer(settings.load_max_rows_per_s, settings.load_serving_rows_per_s, count_replicas)
     try:
         total = check_file(plan, path).metadata.num_rows

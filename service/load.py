@@ -144,14 +144,7 @@ def _first_null(col: pa.Array) -> int:
 
 def encode_batch(plan: ViewPlan, batch: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
     """(key, stored value) of every row of a checked batch; nulls become defaults."""
-    if len(plan.key_columns) == 2:
-        users = batch.column(plan.key_columns[0]).to_numpy().tolist()
-        rooms = batch.column(plan.key_columns[1]).to_numpy().tolist()
-        prefix = plan.key_prefix
-        keys = [prefix + b"%d:%d" % (u, r) for u, r in zip(users, rooms, strict=True)]
-    else:
-        ids = batch.column(plan.key_columns[0]).to_numpy().tolist()
-        keys = [plan.key_prefix + b"%d" % i for i in ids]
+    keys = plan.column_keys([batch.column(k).to_numpy().tolist() for k in plan.key_columns])
     et = _ms(batch.column("event_time"))
     columns: dict[str, Any] = {}
     for f in plan.codec.features:

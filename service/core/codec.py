@@ -31,15 +31,19 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-# The header is one <Q: event_time_ms in the low 48 bits (ms until the year
-# 10889), the low 16 bits of the view's schema version in the high 16 (the full
-# version is in the key; this one catches a misplaced value). Eight bytes, not
-# thirteen: with them a user row of the standard workload is 252 bytes, which
-# with Redis's string header fits jemalloc's 256-byte class instead of 320
-# (6 MB of Redis memory over the standard users).
-HEADER = struct.Struct("<Q")
-HEADER_SIZE = HEADER.size
-EVENT_TIME_MAX = (1 << 48) - 1
+from service.stored import (
+    EVENT_TIME_MAX,
+    HEADER,
+    HEADER_SIZE,
+    CorruptValue,
+    event_time_of,  # noqa: F401  (re-exported: the codec is where tools look)
+    header,
+)
+
+# The header (service/stored.py) is eight bytes, not thirteen: with it a user row of
+# the standard workload is 252 bytes, which with Redis's string header fits
+# jemalloc's 256-byte class instead of 320 (6 MB of Redis memory over the standard users).
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STRING_BYTES = 65535
 FLOAT32_MAX = 3.4028234663852886e38
@@ -48,20 +52,6 @@ TYPES = ("int64", "double", "float", "string", "bool", "float_vector")
 _SCALAR_CODE = {"int64": "q", "double": "d", "float": "f", "bool": "?"}
 _SCALAR_DTYPE = {"int64": "<i8", "double": "<f8", "float": "<f4", "bool": "?"}
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
-
-
-class CorruptValue(ValueError):
-    """A stored value does not match the view's layout (format or schema version)."""
-
-
-def event_time_of(value: bytes) -> int:
-    """The event time (ms since the epoch) of a stored value, read from its header."""
-    return int.from_bytes(value[:6], "little")
-
-
-def header(version: int, event_time_ms: int) -> bytes:
-    """The 8-byte header of a stored value."""
-    return HEADER.pack(((version & 0xFFFF) << 48) | event_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,18 +208,22 @@ class ViewCodec:
         return [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
 
     def _check_header(self, buf: bytes) -> int:
+        if len(buf) < self.fixed_size:
+            raise CorruptValue(
+                f"{self.view}: stored value of {len(buf)} bytes, the layout needs {self.fixed_size}"
+            )
         (word,) = HEADER.unpack_from(buf)
-        event_time_ms = word & EVENT_TIME_MAX
-        if word >> 48 != self.version & 0xFFFF or len(buf) < self.fixed_size:
+        if word >> 48 != self.version & 0xFFFF:
             raise CorruptValue(
                 f"{self.view}: stored value does not match layout v{self.version:08x}"
             )
-        return int(event_time_ms)
+        return int(word & EVENT_TIME_MAX)
 
     def _decode(self, buf: bytes) -> tuple[int, dict[str, Any]]:
         return self._decode_parts(buf)[:2]  # type: ignore[return-value]
 
     def _decode_parts(self, buf: bytes) -> tuple[int, dict[str, Any], tuple[Any, ...]]:
+        """Raises CorruptValue, whatever is wrong with `buf` (values come from storage)."""
         event_time_ms = self._check_header(buf)
         out: dict[str, Any] = dict.fromkeys(self._names)
         scalars = self._struct.unpack_from(buf, HEADER_SIZE)
@@ -239,10 +233,18 @@ class ViewCodec:
         for key, offset, dim in self._vector_slots:
             out[key] = np.frombuffer(buf, "<f4", dim, offset)
         pos = self.fixed_size
-        for key in self._string_keys:
-            size = int.from_bytes(buf[pos : pos + 2], "little")
-            out[key] = buf[pos + 2 : pos + 2 + size].decode()
-            pos += 2 + size
+        try:
+            for key in self._string_keys:
+                size = int.from_bytes(buf[pos : pos + 2], "little")
+                end = pos + 2 + size
+                if end > len(buf):
+                    raise CorruptValue(f"{self.view}: stored value cut short in {key!r}")
+                out[key] = buf[pos + 2 : end].decode()
+                pos = end
+        except UnicodeDecodeError as exc:
+            raise CorruptValue(f"{self.view}: stored text is not UTF-8 ({exc.reason})") from None
+        if pos != len(buf):
+            raise CorruptValue(f"{self.view}: {len(buf) - pos} bytes after the last feature")
         return event_time_ms, out, scalars
 
     def decode_row(self, buf: bytes) -> Row:

@@ -1,4 +1,4 @@
-"""The registry: YAML (the format of DESIGN.md) validated and compiled once, at start.
+"""The registry: YAML (the format of docs/design.md) validated and compiled once, at start.
 
 `load_registry(path)` returns an immutable `Registry` whose `ViewPlan`s and
 `BundlePlan`s carry everything a request needs (codec, key prefix, max age,
@@ -9,6 +9,7 @@ Errors are `RegistryError`s naming the file, the view and the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -20,9 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from service.core.codec import Feature, ViewCodec, check_value
 from service.core.status import Status
 from service.errors import RegistryError
+from service.stored import view_prefix
+
+__all__ = ["BundlePlan", "Registry", "ViewPlan", "load_registry", "parse_registry", "view_prefix"]
 
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 RESERVED = {"user_id", "room_id", "event_time", "id"}
+MAX_STORAGE_TTL_S = 100 * 365 * 86_400
 ROLES = {"user": ("user_id",), "room": ("room_id",), "user_room": ("user_id", "room_id")}
 
 
@@ -45,7 +50,8 @@ class FeatureSpec(_Strict):
 class ViewSpec(_Strict):
     entity: str
     max_age_s: float = Field(gt=0)
-    storage_ttl_s: int = Field(gt=0)
+    # At most 100 years: the TTL travels to Redis in ms (service/store/redis.py).
+    storage_ttl_s: int = Field(gt=0, le=MAX_STORAGE_TTL_S)
     features: dict[str, FeatureSpec] = Field(min_length=1)
 
 
@@ -72,16 +78,38 @@ class ViewPlan:
     key_prefix: bytes
     status_json: dict[Status, bytes] = field(repr=False)
 
+    # The key layout, ``view:version:id`` or ``view:version:user_id:room_id``, is
+    # written here and nowhere else (service/stored.py view_prefix reads it back).
+
+    @property
+    def is_pair(self) -> bool:
+        """Whether rows are keyed by (user_id, room_id) rather than one id."""
+        return len(self.key_columns) == 2
+
     def key(self, *ids: int) -> bytes:
         """The storage key of the row of entity `ids` (one id, or user_id, room_id)."""
         return self.key_prefix + b":".join(b"%d" % i for i in ids)
 
+    def key_of(self, entity: int | tuple[int, int]) -> bytes:
+        """The key of a checked entity: an id, or a (user_id, room_id) pair."""
+        return self.key(*entity) if isinstance(entity, tuple) else self.key(entity)
 
-def view_prefix(key: bytes) -> bytes:
-    """The `key_prefix` (``view:version:``) a storage key starts with; b"" if none."""
-    first = key.find(b":")
-    second = key.find(b":", first + 1) if first >= 0 else -1
-    return key[: second + 1] if second >= 0 else b""
+    def keys(self, ids: Sequence[int]) -> list[bytes]:
+        """The keys of one-id rows, aligned with `ids`."""
+        prefix = self.key_prefix
+        return [prefix + b"%d" % i for i in ids]
+
+    def pair_keys(self, user_id: int, room_ids: Sequence[int]) -> list[bytes]:
+        """The keys of the (user_id, room) rows of a pair view, aligned with `room_ids`."""
+        prefix = self.key_prefix + b"%d:" % user_id
+        return [prefix + b"%d" % r for r in room_ids]
+
+    def column_keys(self, columns: Sequence[Sequence[int]]) -> list[bytes]:
+        """The keys of rows given column-wise: one sequence of ids per key column."""
+        if not self.is_pair:
+            return self.keys(columns[0])
+        prefix = self.key_prefix
+        return [prefix + b"%d:%d" % p for p in zip(columns[0], columns[1], strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

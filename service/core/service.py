@@ -19,7 +19,8 @@ from service.core.registry import BundlePlan, Registry, ViewPlan
 from service.core.status import Status
 from service.core.validate import check_event_time, check_id, check_ids, check_pair
 from service.errors import InvalidArgument, NotFound, TooLarge
-from service.store.tiered import UNAVAILABLE, TieredStore
+from service.store.base import UNAVAILABLE
+from service.store.tiered import TieredStore
 
 FOUND, STALE, DEFAULTED, UNAVAIL = Status.FOUND, Status.STALE, Status.DEFAULTED, Status.UNAVAILABLE
 
@@ -120,11 +121,8 @@ class FeatureService:
         uid = check_id("user_id", user_id)
         rids = check_ids("room_ids", room_ids, self.limits.max_ids)
         groups: list[tuple[ViewPlan, list[bytes]]] = [(v, [v.key(uid)]) for v in plan.user]
-        groups += [(v, [v.key_prefix + b"%d" % r for r in rids]) for v in plan.room]
-        pair_prefix = b"%d:" % uid
-        groups += [
-            (v, [v.key_prefix + pair_prefix + b"%d" % r for r in rids]) for v in plan.user_room
-        ]
+        groups += [(v, v.keys(rids)) for v in plan.room]
+        groups += [(v, v.pair_keys(uid, rids)) for v in plan.user_room]
         views = await self._read(groups, timeout_s)
         n_user = len(plan.user)
         n_room = len(plan.room)
@@ -142,45 +140,20 @@ class FeatureService:
             raise InvalidArgument("ids", "expected a non-empty list")
         if len(ids) > self.limits.max_ids:
             raise TooLarge("ids", f"{len(ids)} ids, at most {self.limits.max_ids} per request")
-        if len(plan.key_columns) == 2:
+        if plan.is_pair:
             checked: list[Any] = [check_pair(f"ids[{i}]", p) for i, p in enumerate(ids)]
             keys = [plan.key(*p) for p in checked]
         else:
             checked = check_ids("ids", ids, self.limits.max_ids)
-            keys = [plan.key(i) for i in checked]
+            keys = plan.keys(checked)
         return checked, (await self._read([(plan, keys)], timeout_s))[0]
 
     async def _read(
         self, groups: Sequence[tuple[ViewPlan, list[bytes]]], timeout_s: float | None
     ) -> list[ViewRows]:
-        keys: list[bytes] = []
-        decoders: list[Callable[[bytes], Row]] = []
-        masks: list[list[bool] | None] = []
-        presence = self.store.presence
-        for plan, view_keys in groups:
-            mask = None
-            if presence is not None and presence.trusted and len(plan.key_columns) == 2:
-                # Pairs the presence filter has never seen are certainly not stored.
-                mask = presence.might_contain(view_keys)
-                view_keys = [k for k, m in zip(view_keys, mask, strict=True) if m]
-            masks.append(mask)
-            keys += view_keys
-            decoders += [plan.codec.decode_row] * len(view_keys)
-        got = await self.store.get_many(keys, decoders, timeout_s) if keys else []
+        got = await self.store.read([(p.codec.decode_row, keys) for p, keys in groups], timeout_s)
         now = self._clock_ms()
-        out = []
-        start = 0
-        for (plan, view_keys), mask in zip(groups, masks, strict=True):
-            if mask is None:
-                end = start + len(view_keys)
-                rows = got[start:end]
-            else:
-                end = start + sum(mask)
-                asked = iter(got[start:end])
-                rows = [next(asked) if m else None for m in mask]
-            out.append(self._resolve(plan, rows, now))
-            start = end
-        return out
+        return [self._resolve(plan, rows, now) for (plan, _), rows in zip(groups, got, strict=True)]
 
     def _resolve(self, plan: ViewPlan, got: list[Any], now: int) -> ViewRows:
         max_age = plan.max_age_ms
@@ -248,10 +221,7 @@ class FeatureService:
             raise InvalidArgument(f"{field}.{sorted(unknown)[0]}", "unknown field")
         if "id" not in row:
             raise InvalidArgument(f"{field}.id", "required")
-        if len(plan.key_columns) == 2:
-            key = plan.key(*check_pair(f"{field}.id", row["id"]))
-        else:
-            key = plan.key(check_id(f"{field}.id", row["id"]))
+        key = plan.key_of(self._check_entity(plan, f"{field}.id", row["id"]))
         event_time_ms = check_event_time(f"{field}.event_time_ms", row.get("event_time_ms"))
         values = row.get("values")
         if not isinstance(values, dict) or not values:
@@ -267,13 +237,15 @@ class FeatureService:
                 raise InvalidArgument(f"{field}.values.{name}", str(exc)) from None
         return key, event_time_ms, out
 
+    @staticmethod
+    def _check_entity(plan: ViewPlan, field: str, value: Any) -> int | tuple[int, int]:
+        """A checked entity of `plan`: an id, or a (user_id, room_id) pair."""
+        return check_pair(field, value) if plan.is_pair else check_id(field, value)
+
     async def inspect(self, view: Any, entity_id: Any) -> dict[str, Any]:
         """The value of one row in each tier, with its event time and age (for /debug)."""
         plan = self.view_plan(view)
-        if len(plan.key_columns) == 2:
-            key = plan.key(*check_pair("id", entity_id))
-        else:
-            key = plan.key(check_id("id", entity_id))
+        key = plan.key_of(self._check_entity(plan, "id", entity_id))
         now = self._clock_ms()
         tiers: dict[str, Any] = {}
         for name, raw in (await self.store.inspect(key)).items():

@@ -50,7 +50,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         """Rows of one view; user_room views take room ids in `ids`, user ids in `user_ids`."""
         plan = self.core.view_plan(request.view)
         ids: list[Any] = list(request.ids)
-        if len(plan.key_columns) == 2:
+        if plan.is_pair:
             if len(request.user_ids) != len(ids):
                 raise InvalidArgument(
                     "user_ids", f"{len(request.user_ids)} user ids for {len(ids)} ids: one per id"

@@ -9,7 +9,18 @@ tier's job because only the tier can apply it atomically.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
+
+Items = Sequence[tuple[bytes, bytes]]
+
+
+class _Unavailable:
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+# What a read returns for a key that no tier could answer in time (None: not stored).
+UNAVAILABLE: Final[Any] = _Unavailable()
 
 
 class Tier(Protocol):

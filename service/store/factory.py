@@ -1,4 +1,5 @@
-"""Builds the tiered store from settings: the one place that knows which tiers exist.
+"""Builds the tiered store from settings: the one place that knows which tiers exist
+and wires the store's pieces together (tiered.py draws them).
 
 Kept apart from service/server.py so that command-line tools (load, demo)
 open the store without importing the web and gRPC stacks.
@@ -6,17 +7,32 @@ open the store without importing the web and gRPC stacks.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
+import redis.asyncio as aredis
+
+from service import metrics
 from service.core.codec import Row
 from service.core.registry import Registry
 from service.settings import Settings
 from service.store.base import Tier
+from service.store.feed import ChangeFeed, Publisher
 from service.store.l1 import L1Cache
-from service.store.notify import ChangeFeed
+from service.store.metered import MeteredTier
+from service.store.presence import PresenceFilter
+from service.store.presence_index import PresenceIndex
+from service.store.readthrough import ReadThrough
 from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
+from service.store.replica import FeedSink
 from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
+from service.store.writebehind import WriteBehind
+from service.store.writer import Writer
+
+V = TypeVar("V")
 
 
 def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False) -> list[Tier]:
@@ -44,12 +60,43 @@ def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False
 def open_store(
     settings: Settings, registry: Registry, l1: L1Cache[Row], *, for_load: bool = False
 ) -> TieredStore[Row]:
-    """L1 over the durable tiers; with Redis, a change feed that publishes writes
-    (started separately, by a serving process, to also receive other replicas')."""
-    store = TieredStore(l1, open_tiers(settings, registry, for_load=for_load))
-    if settings.redis_url:
-        store.feed = ChangeFeed(settings.redis_url, store)
-    pairs = [v.key_prefix for v in registry.views.values() if len(v.key_columns) == 2]
-    if pairs and settings.presence_capacity and not for_load:
-        store.watch_presence(pairs, settings.presence_capacity)
-    return store
+    """L1 over the durable tiers; with Redis, change notifications (published on every
+    write; received once `start`ed, by a serving process). Raises DataDirBusy."""
+    pairs = [v.key_prefix for v in registry.views.values() if v.is_pair]
+    watch = pairs if settings.presence_capacity and not for_load else []
+    return assemble(
+        l1,
+        open_tiers(settings, registry, for_load=for_load),
+        redis_url=settings.redis_url,
+        presence_prefixes=watch,
+        presence_capacity=settings.presence_capacity,
+    )
+
+
+def assemble(
+    l1: L1Cache[V],
+    durable: Sequence[Tier],
+    *,
+    redis_url: str | None = None,
+    presence_prefixes: Sequence[bytes] = (),
+    presence_capacity: int = 2_000_000,
+) -> TieredStore[V]:
+    """Wire the store's pieces over `durable` tiers (read order; the last one local)."""
+    tiers = [MeteredTier(t) for t in durable]
+    fills = [WriteBehind(t.name, t.put_many) for t in tiers] if len(tiers) > 1 else []
+    presence = None
+    if presence_prefixes:
+        presence = PresenceIndex(PresenceFilter(presence_prefixes, presence_capacity), tiers)
+    reads = ReadThrough(l1, tiers, fills, presence)
+    metrics.L1_ROWS.set_function(lambda: len(l1))
+    publisher = feed = None
+    if redis_url:
+        origin = uuid.uuid4().bytes
+        client = aredis.Redis.from_url(
+            redis_url.replace("+cluster", "", 1), socket_timeout=1.0, socket_connect_timeout=0.5
+        )
+        publisher = Publisher(client, origin)
+        sink = FeedSink(reads, presence, fills[-1] if fills else None)
+        feed = ChangeFeed(redis_url, sink, origin)
+    writer = Writer(tiers, reads, presence, publisher)
+    return TieredStore(tiers, reads, writer, fills, presence, feed)

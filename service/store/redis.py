@@ -30,9 +30,9 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service import metrics
-from service.core.registry import view_prefix
 from service.errors import TierTimeout, TierUnavailable
 from service.store.breaker import CircuitBreaker
+from service.stored import view_prefix
 
 # KEYS[i]: key; ARGV[2i-1]: TTL in ms; ARGV[2i]: value. Event time: the first 6 bytes, LE.
 NEWEST_WINS = """
@@ -49,7 +49,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-# Single node: the items travel as one packed argument (<H key length, <I TTL ms,
+# Single node: the items travel as one packed argument (<H key length, <Q TTL ms,
 # <I value length, key, value)*, which costs the client far less to build and
 # send than three arguments per key (measured: 32k rows/s with separate
 # arguments, client-bound). Redis Cluster needs declared KEYS (one slot per
@@ -60,7 +60,7 @@ local pos = 1
 local out = {}
 while pos <= #blob do
   local klen, ttl, vlen
-  klen, ttl, vlen, pos = struct.unpack('<HII', blob, pos)
+  klen, ttl, vlen, pos = struct.unpack('<HI8I', blob, pos)
   local key = string.sub(blob, pos, pos + klen - 1)
   local new = string.sub(blob, pos + klen, pos + klen + vlen - 1)
   pos = pos + klen + vlen
@@ -74,7 +74,9 @@ while pos <= #blob do
 end
 return table.concat(out)
 """
-_ITEM = struct.Struct("<HII")
+# The TTL is a u64 of ms: a u32 overflowed at 49.7 days, and a year is a common
+# storage_ttl_s (the registry caps it at 100 years, well inside a Lua number).
+_ITEM = struct.Struct("<HQI")
 # Bounds how long one script call holds Redis, so that serving replicas' reads do
 # not wait long behind a bulk load. Measured: 50 keys take about 0.2 ms, and Redis's
 # cost per key is the same from 50 to 400 keys per call; beside a paced load, the
@@ -136,9 +138,12 @@ class RedisTier:
         except RedisTimeout as exc:
             self._failed()
             raise TierTimeout(self.name, f"{what}: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # redis-py, the socket, or anything else: never a 500
             self._failed()
             raise TierUnavailable(self.name, f"{what}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:  # cancelled (caller's deadline, client gone): no verdict
+            self.breaker.abandon()
+            raise
         self.breaker.success()
         self._circuit.set(0)
         return result
@@ -182,11 +187,7 @@ class RedisTier:
     async def _put(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         if self.cluster:
             return await self._put_cluster(items)
-        pack, ttl_of = _ITEM.pack, self._ttl_ms_of
-        blobs = []
-        for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
-            chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
-            blobs.append(b"".join([pack(len(k), ttl_of(k), len(v)) + k + v for k, v in chunk]))
+        blobs = pack_write_blobs(items, self._ttl_ms_of)
         if len(items) < PIPELINE_FROM_ITEMS:
             results = [await self._writer.evalsha(self._sha_packed, 0, blob) for blob in blobs]
         else:
@@ -256,6 +257,18 @@ class RedisTier:
                 await client.aclose()
             else:
                 await client.aclose(close_connection_pool=True)
+
+
+def pack_write_blobs(
+    items: Sequence[tuple[bytes, bytes]], ttl_ms_of: Callable[[bytes], int]
+) -> list[bytes]:
+    """The arguments of NEWEST_WINS_PACKED calls for `items`, SCRIPT_KEYS_PER_CALL per call."""
+    pack = _ITEM.pack
+    blobs = []
+    for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
+        chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
+        blobs.append(b"".join([pack(len(k), ttl_ms_of(k), len(v)) + k + v for k, v in chunk]))
+    return blobs
 
 
 def _client(options: RedisOptions, cluster: bool, socket_timeout_s: float) -> Any:

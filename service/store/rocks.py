@@ -26,8 +26,8 @@ from rocksdict import (
     WriteOptions,
 )
 
-from service.core.codec import event_time_of
 from service.errors import DataDirBusy, TierUnavailable
+from service.stored import event_time_of
 
 
 class RocksTier:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from service import metrics
 from service.errors import TierError
 
 Items = Sequence[tuple[bytes, bytes]]
+log = logging.getLogger(__name__)
 
 
 class WriteBehind:
@@ -69,8 +71,12 @@ class WriteBehind:
             batch = self._queue[: self._batch_items]
             del self._queue[: self._batch_items]
             self._depth.set(len(self._queue))
-            with contextlib.suppress(TierError):  # counted where the tier call is recorded
+            try:
                 await self._put(batch)
+            except TierError:  # counted where the tier call is recorded
+                pass
+            except Exception:  # a bug must not end the task: later fills still matter
+                log.exception("a background write of %d rows into %s failed", len(batch), self.name)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait until the queue is written (at most `timeout_s`), then stop the task."""

@@ -15,6 +15,7 @@ from service.errors import InvalidArgument, NotFound, TooLarge
 from service.settings import DEMO_REGISTRY
 from service.store.l1 import L1Cache
 from service.store.rocks import RocksTier
+from service.store.factory import assemble
 from service.store.tiered import TieredStore
 
 NOW = 1_800_000_000_000
@@ -32,7 +33,7 @@ class Clock:
 def core(tmp_path: Path) -> Iterator[FeatureService]:
     tier = RocksTier(tmp_path / "db")
     core = FeatureService(
-        load_registry(DEMO_REGISTRY), TieredStore(L1Cache(1000, 60.0), [tier]),
+        load_registry(DEMO_REGISTRY), assemble(L1Cache(1000, 60.0), [tier]),
         Limits(max_ids=10, max_push_rows=5), Clock(),
     )  # fmt: skip
     yield core
@@ -128,10 +129,10 @@ def test_bad_requests_name_the_field(core: FeatureService, call, error, field) -
 def test_pairs_the_presence_filter_never_saw_are_not_looked_up(tmp_path: Path) -> None:
     async def go() -> None:
         tier = RocksTier(tmp_path / "p")
-        store: TieredStore = TieredStore(L1Cache(0, 1.0), [tier])  # no L1: every read counts
         registry = load_registry(DEMO_REGISTRY)
         pairs = registry.views["user_room_affinity"]
-        store.watch_presence([pairs.key_prefix])
+        # no L1: every read counts
+        store: TieredStore = assemble(L1Cache(0, 1.0), [tier], presence_prefixes=[pairs.key_prefix])
         core = FeatureService(registry, store, clock_ms=Clock())
         await core.push(
             "user_room_affinity", [{"id": [7, 2], "event_time_ms": NOW, "values": {"gifts_30d": 3}}]

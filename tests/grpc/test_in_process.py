@@ -26,6 +26,7 @@ from service.grpc import GrpcServer
 from service.grpc.edge import core_timeout
 from service.settings import DEMO_REGISTRY
 from service.store.l1 import L1Cache
+from service.store.factory import assemble
 from service.store.tiered import TieredStore
 
 FOUND, UNAVAILABLE = 1, 4
@@ -67,7 +68,7 @@ class FakeTier:
 @asynccontextmanager
 async def serving(tier: FakeTier, registry: Registry) -> AsyncIterator[AsyncLivefeatClient]:
     """A real grpc.aio server on a free port over a core on `tier`, and a client to it."""
-    store: TieredStore[Row] = TieredStore(L1Cache(1000, 5.0), [tier])
+    store: TieredStore[Row] = assemble(L1Cache(1000, 5.0), [tier])
     server = GrpcServer(FeatureService(registry, store), "127.0.0.1", 0, 1 << 20, 0.05)
     await server.start()
     client = AsyncLivefeatClient(f"127.0.0.1:{server.port}")

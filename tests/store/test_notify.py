@@ -3,6 +3,7 @@
 from typing import Any
 
 from service.store import notify
+from service.store.feed import ChangeFeed
 
 ORIGIN = b"o" * 16
 
@@ -32,17 +33,24 @@ def test_keys_outside_the_key_format_are_framed_one_by_one() -> None:
     assert sorted(decoded) == sorted(keys)
 
 
-class Store:
+class Listener:
     def __init__(self) -> None:
         self.absorbed: list[tuple[Any, Any]] = []
+        self.resyncs = 0
 
     def absorb(self, items: Any, keys: Any) -> None:
         self.absorbed.append((items, keys))
 
+    def resync(self) -> None:
+        self.resyncs += 1
+
+    def lost(self) -> None:
+        pass
+
 
 def test_a_replica_absorbs_others_writes_and_ignores_its_own_and_garbage() -> None:
-    store = Store()
-    feed = notify.ChangeFeed("redis://127.0.0.1:1", store)  # never connects here
+    store = Listener()
+    feed = ChangeFeed("redis://127.0.0.1:1", store, b"o" * 16)  # never connects here
     other = b"x" * 16
     push = [(b"room_stats:v1:1", b"value")]
     feed._apply(notify.encode(other, push, 1)[0])

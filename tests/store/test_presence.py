@@ -3,6 +3,8 @@ from collections.abc import AsyncIterator
 
 from service.store.l1 import L1Cache
 from service.store.presence import PresenceFilter
+from service.store.factory import assemble
+from service.store.replica import FeedSink
 from service.store.tiered import TieredStore
 from tests.store.test_tiered import DictTier, value
 
@@ -26,9 +28,11 @@ class ScanTier(DictTier):
 def test_store_builds_the_filter_and_keeps_it_current() -> None:
     async def go() -> None:
         tier = ScanTier("t", {b"pair:1:2": value(1), b"room:5": value(1)})
-        store: TieredStore[int] = TieredStore(L1Cache(100, 60.0), [tier])
-        store.watch_presence([b"pair:"], capacity=1000)
+        store: TieredStore[int] = assemble(
+            L1Cache(100, 60.0), [tier], presence_prefixes=[b"pair:"], presence_capacity=1000
+        )
         presence = store.presence
+        sink = FeedSink(store.reads, presence)
         assert presence is not None and not presence.trusted
         store.start()
         for _ in range(100):
@@ -36,11 +40,11 @@ def test_store_builds_the_filter_and_keeps_it_current() -> None:
                 break
             await asyncio.sleep(0.01)
         assert presence.trusted
-        assert presence.might_contain([b"pair:1:2", b"pair:9:9"]) == [True, False]
+        assert presence.mask([b"pair:1:2", b"pair:9:9"]) == [True, False]
         await store.put_many([(b"pair:9:9", value(2))])  # a write is recorded at once
-        store.absorb([], [b"pair:8:8"])  # and so is another replica's
-        assert presence.might_contain([b"pair:9:9", b"pair:8:8"]) == [True, True]
-        store.on_feed(False)  # notifications may be lost from now on
+        sink.absorb([], [b"pair:8:8"])  # and so is another replica's
+        assert presence.mask([b"pair:9:9", b"pair:8:8"]) == [True, True]
+        sink.lost()  # notifications may be lost from now on
         assert not presence.trusted
         await store.close()
 

@@ -12,7 +12,9 @@ from service.errors import TierUnavailable
 from service.store.l1 import L1Cache
 from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
 from service.store.rocks import RocksTier
-from service.store.tiered import UNAVAILABLE, TieredStore
+from service.store.base import UNAVAILABLE
+from service.store.factory import assemble
+from service.store.tiered import TieredStore
 from tests.support.redis_proc import RedisCluster, RedisServer
 
 PREFIX = b"room_stats:0000abcd:"
@@ -122,7 +124,7 @@ def test_redis_down_at_start_falls_back_then_reconnects(tmp_path: Path) -> None:
         rocks = RocksTier(tmp_path / "db")
         rocks.put_many_sync([(key(1), value(5))])
         redis_tier = tier(down.url, breaker_open_s=0.2)
-        store: TieredStore[int] = TieredStore(L1Cache(0, 1.0), [redis_tier, rocks])
+        store: TieredStore[int] = assemble(L1Cache(0, 1.0), [redis_tier, rocks])
         try:
             for _ in range(5):  # a few failures open the circuit; answers keep coming
                 # key 2 is in no tier that answered: UNAVAILABLE, not DEFAULTED
@@ -156,7 +158,7 @@ def test_redis_killed_mid_run_answers_come_from_rocksdb(tmp_path: Path) -> None:
     async def go() -> None:
         rocks = RocksTier(tmp_path / "db")
         redis_tier = tier(server.url)
-        store: TieredStore[int] = TieredStore(L1Cache(0, 1.0), [redis_tier, rocks])
+        store: TieredStore[int] = assemble(L1Cache(0, 1.0), [redis_tier, rocks])
         try:
             items = [(key(i), value(100 + i)) for i in range(50)]
             await store.put_many(items)

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from service.core.codec import event_time_of, header
 from service.errors import TierUnavailable
 from service.store.l1 import L1Cache
-from service.store.tiered import UNAVAILABLE, TieredStore
+from service.store.base import UNAVAILABLE
+from service.store.factory import assemble
+from service.store.tiered import TieredStore
 
 
 def value(event_time_ms: int) -> bytes:
@@ -54,7 +56,7 @@ def decode(raw: bytes) -> int:
 
 
 def make(upper: DictTier, lower: DictTier) -> TieredStore[int]:
-    return TieredStore(L1Cache(100, 60.0), [upper, lower])
+    return assemble(L1Cache(100, 60.0), [upper, lower])
 
 
 def test_fall_through_fills_l1_and_the_tier_above() -> None:
@@ -116,7 +118,7 @@ class SlowTier(DictTier):
 def test_deadline_bounds_tier_reads() -> None:
     async def go() -> None:
         slow = SlowTier("slow", {b"a": value(1)}, delay_s=0.5)
-        store: TieredStore[int] = TieredStore(L1Cache(100, 60.0), [slow])
+        store: TieredStore[int] = assemble(L1Cache(100, 60.0), [slow])
         loop = asyncio.get_running_loop()
         start = loop.time()
         assert await store.get_many([b"a"], [decode], timeout_s=0.05) == [UNAVAILABLE]
@@ -129,7 +131,7 @@ def test_deadline_bounds_tier_reads() -> None:
 def test_identical_concurrent_misses_are_fetched_once() -> None:
     async def go() -> None:
         slow = SlowTier("slow", {b"a": value(1), b"b": value(2)}, delay_s=0.05)
-        store: TieredStore[int] = TieredStore(L1Cache(100, 60.0), [slow])
+        store: TieredStore[int] = assemble(L1Cache(100, 60.0), [slow])
         results = await asyncio.gather(
             store.get_many([b"a", b"b"], [decode] * 2),
             store.get_many([b"b", b"a"], [decode] * 2),

@@ -1,0 +1,130 @@
+"""Single flight: identical concurrent misses are fetched once, and no reader inherits
+another reader's deadline or cancellation, nor a value older than a write it follows.
+
+A fetch runs as a task of its own, apart from the requests waiting for it. Each
+request waits only as long as its own deadline allows: one that times out or is
+cancelled stops waiting, and the fetch goes on for the others (and still fills L1).
+
+A write that lands while a fetch of the same key is under way detaches that fetch
+(`forget`): a read that starts afterwards starts a fetch of its own instead of joining
+one that may have read the old value, and the detached fetch's answer for that key is
+not cached (`Flight.stale`). Requests that joined it before the write may still get the
+old value: they started before the write was acknowledged.
+
+    reader A --get--> [flight k1,k2] --fetch task--> tiers
+    reader B --get--> joins k1's flight; waits with B's own deadline
+    write k1 -------> forget(k1): flight detached, k1 marked stale
+    reader C --get--> new flight for k1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from service.store.base import UNAVAILABLE
+
+K = bytes
+D = TypeVar("D")  # what the fetch needs per key (a decoder)
+log = logging.getLogger(__name__)
+
+
+class Flight:
+    """One fetch of some keys; `stale` holds its keys written since it started."""
+
+    __slots__ = ("stale", "task")
+
+    def __init__(self) -> None:
+        self.stale: set[bytes] = set()
+        self.task: asyncio.Task[dict[bytes, Any]] | None = None
+
+
+Fetch = Callable[[dict[K, D], Flight], Awaitable[dict[K, Any]]]
+
+
+def _answer(flight: Flight, key: K) -> Any:
+    task = flight.task
+    if task is None or not task.done() or task.cancelled():
+        return UNAVAILABLE
+    return task.result().get(key, UNAVAILABLE)
+
+
+class Coalescer(Generic[D]):
+    """Runs `fetch(missed, flight)` once per set of keys no flight already covers.
+
+    `fetch` returns a value (or None, not stored, or UNAVAILABLE) per key; it is told
+    its flight so that it can skip caching the keys in `flight.stale`.
+    """
+
+    def __init__(self, fetch: Fetch[D]) -> None:
+        self._fetch = fetch
+        self._flights: dict[K, Flight] = {}
+        self._tasks: set[asyncio.Task[dict[K, Any]]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Coalescer [{len(self._flights)} keys in {len(self._tasks)} fetches]>"
+
+    async def get(self, missed: dict[K, D], deadline: float | None) -> dict[K, Any]:
+        """A value per key of `missed`; UNAVAILABLE where none arrived by `deadline`
+        (the event loop's clock; None: wait for the fetch)."""
+        flights = self._flights
+        joined: dict[K, Flight] = {}
+        mine: dict[K, D] = {}
+        for key, need in missed.items():
+            flight = flights.get(key)
+            if flight is None:
+                mine[key] = need
+            else:
+                joined[key] = flight
+        if mine:
+            flight = Flight()
+            task = asyncio.get_running_loop().create_task(self._run(mine, flight))
+            flight.task = task
+            self._tasks.add(task)
+            for key in mine:
+                flights[key] = flight
+                joined[key] = flight
+        tasks = {f.task for f in joined.values() if f.task is not None}
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
+        if timeout != 0.0 and not all(t.done() for t in tasks):
+            await asyncio.wait(tasks, timeout=timeout)
+        return {key: _answer(flight, key) for key, flight in joined.items()}
+
+    async def _run(self, keys: dict[K, D], flight: Flight) -> dict[K, Any]:
+        try:
+            return await self._fetch(keys, flight)
+        except Exception:  # a bug below: the readers get UNAVAILABLE, not an exception
+            log.exception("a fetch of %d keys failed", len(keys))
+            return {}
+        finally:
+            flights = self._flights
+            for key in keys:
+                if flights.get(key) is flight:
+                    del flights[key]
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    def forget(self, keys: Sequence[K] | Any) -> None:
+        """`keys` were written: detach their fetches under way (see the module doc)."""
+        flights = self._flights
+        if not flights:
+            return
+        for key in keys:
+            flight = flights.pop(key, None)
+            if flight is not None:
+                flight.stale.add(key)
+
+    def forget_all(self) -> None:
+        """Every key may have been written (a lost notification): detach every fetch."""
+        for key, flight in self._flights.items():
+            flight.stale.add(key)
+        self._flights.clear()
+
+    async def close(self) -> None:
+        """Cancel the fetches under way."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))

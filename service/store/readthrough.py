@@ -1,0 +1,181 @@
+"""Reads: L1, then each durable tier in order for what the tiers above did not have.
+
+What a tier finds is decoded once, put in L1 (unless written meanwhile: coalesce.py),
+and offered in the background to the other durable tiers (`fills`: Redis is filled
+from RocksDB; the local RocksDB keeps what Redis served as its last good copy).
+A tier that fails or runs out of time is skipped; a key no tier could answer is
+UNAVAILABLE. A value a view's codec cannot decode (CorruptValue) counts as an error
+of that tier and the key falls through to the next one.
+
+Pair views ask the presence index first (presence_index.py): pairs it has never
+seen are answered "not stored" without a lookup, and without filling L1 with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+from service import metrics
+from service.errors import TierError, TierTimeout
+from service.store.base import UNAVAILABLE
+from service.store.coalesce import Coalescer, Flight
+from service.store.l1 import MISS, L1Cache
+from service.store.metered import MeteredTier
+from service.store.presence_index import PresenceIndex
+from service.store.writebehind import WriteBehind
+from service.stored import CorruptValue
+
+V = TypeVar("V")
+Decoder = Callable[[bytes], V]
+log = logging.getLogger(__name__)
+# A fetch runs apart from the requests waiting for it (coalesce.py), bounded by this
+# per tier call: tiers have their own socket timeouts, RocksDB's threads have none.
+TIER_CALL_TIMEOUT_S = 2.0
+
+
+class ReadThrough(Generic[V]):
+    """L1 over `tiers` (read order). `fills[i]` writes into `tiers[i]` in the background."""
+
+    def __init__(
+        self,
+        l1: L1Cache[V],
+        tiers: Sequence[MeteredTier],
+        fills: Sequence[WriteBehind] = (),
+        presence: PresenceIndex | None = None,
+        tier_call_timeout_s: float = TIER_CALL_TIMEOUT_S,
+    ) -> None:
+        self.l1 = l1
+        self.tiers = tuple(tiers)
+        self._fills = tuple(fills)
+        self.presence = presence
+        self._tier_call_timeout_s = tier_call_timeout_s
+        self._coalescer: Coalescer[Decoder[V]] = Coalescer(self._fetch)
+        self._l1_hit = metrics.TIER_KEYS.labels("l1", "hit")
+        self._l1_miss = metrics.TIER_KEYS.labels("l1", "miss")
+
+    def __repr__(self) -> str:
+        return f"<ReadThrough {self.l1!r} > {' > '.join(t.name for t in self.tiers)}>"
+
+    async def read(
+        self, groups: Sequence[tuple[Decoder[V], Sequence[bytes]]], timeout_s: float | None = None
+    ) -> list[list[Any]]:
+        """Per group of (decoder, keys), rows aligned with its keys: a decoded row, None
+        (not stored) or UNAVAILABLE. `timeout_s` bounds the wait for tiers below L1."""
+        masks: list[list[bool] | None] = []
+        keys: list[bytes] = []
+        decoders: list[Decoder[V]] = []
+        presence = self.presence
+        for decode, group_keys in groups:
+            mask = presence.mask(group_keys) if presence is not None else None
+            if mask is not None:
+                group_keys = [k for k, m in zip(group_keys, mask, strict=True) if m]
+            masks.append(mask)
+            keys += group_keys
+            decoders += [decode] * len(group_keys)
+        got = await self.get_many(keys, decoders, timeout_s) if keys else []
+        out = []
+        start = 0
+        for (_, group_keys), mask in zip(groups, masks, strict=True):
+            if mask is None:
+                end = start + len(group_keys)
+                out.append(got[start:end])
+            else:
+                end = start + sum(mask)
+                asked = iter(got[start:end])
+                out.append([next(asked) if m else None for m in mask])
+            start = end
+        return out
+
+    async def get_many(
+        self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]], timeout_s: float | None = None
+    ) -> list[Any]:
+        """Rows aligned with `keys` (see `read`); `decoders[i]` decodes `keys[i]`."""
+        out = self.l1.get_many(keys)
+        missed = {k: d for k, d, v in zip(keys, decoders, out, strict=True) if v is MISS}
+        self._l1_hit.inc(len(keys) - len(missed))
+        if not missed:
+            return out
+        self._l1_miss.inc(len(missed))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        found = await self._coalescer.get(missed, deadline)
+        return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
+
+    async def _fetch(self, missed: dict[bytes, Decoder[V]], flight: Flight) -> dict[bytes, Any]:
+        pending = list(missed)
+        found: dict[bytes, Any] = {}
+        failed = False
+        for depth, tier in enumerate(self.tiers):
+            if not pending:
+                break
+            values = await self._get(tier, pending)
+            if values is None:
+                failed = True
+                continue
+            fill: list[tuple[bytes, bytes]] = []
+            still: list[bytes] = []
+            for key, raw in zip(pending, values, strict=True):
+                if raw is None:
+                    still.append(key)
+                    continue
+                try:
+                    found[key] = missed[key](raw)
+                except CorruptValue as exc:
+                    log.warning("corrupt value in %s: %s", tier.name, exc)
+                    tier.error.inc()
+                    still.append(key)
+                    continue
+                fill.append((key, raw))
+            tier.hit.inc(len(fill))
+            tier.miss.inc(len(still))
+            if fill:
+                self._fill(depth, fill)
+            pending = still
+        for key in pending:
+            found[key] = UNAVAILABLE if failed else None
+        stale = flight.stale
+        cache = (
+            found.items()
+            if not stale
+            else ((k, v) for k, v in found.items() if k not in stale)
+        )  # fmt: skip
+        evicted = self.l1.put_many((k, v) for k, v in cache if v is not UNAVAILABLE)
+        if evicted:
+            metrics.L1_EVICTIONS.inc(evicted)
+        return found
+
+    async def _get(self, tier: MeteredTier, keys: list[bytes]) -> list[bytes | None] | None:
+        try:
+            try:
+                return await asyncio.wait_for(tier.get_many(keys), self._tier_call_timeout_s)
+            except TimeoutError:
+                exc = TierTimeout(tier.name, f"no answer in {self._tier_call_timeout_s} s")
+                tier.failed("get", exc)
+                raise exc from None
+        except TierError as exc:
+            log.warning("tier %s failed a get of %d keys: %s", tier.name, len(keys), exc)
+            return None
+
+    def _fill(self, depth: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Offer what tier `depth` returned to every other durable tier, in the background."""
+        for i, fill in enumerate(self._fills):
+            if i != depth:
+                fill.offer(items)
+
+    def invalidate(self, keys: Iterable[bytes]) -> None:
+        """`keys` were written: forget them in L1 and in fetches under way."""
+        keys = keys if isinstance(keys, list | tuple) else list(keys)
+        self.l1.invalidate(keys)
+        self._coalescer.forget(keys)
+
+    def clear(self) -> None:
+        """Anything may have been written (notifications were lost): forget everything."""
+        self.l1.clear()
+        self._coalescer.forget_all()
+
+    async def close(self) -> None:
+        """Cancel fetches under way."""
+        await self._coalescer.close()
