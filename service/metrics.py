@@ -75,6 +75,12 @@ CHANGE_FEED_KEYS = Counter(
     ["direction"],
     registry=REGISTRY,
 )
+CHANGE_FEED_ACK_TIMEOUTS = Counter(
+    "livefeat_change_feed_ack_timeouts_total",
+    "Pushes acknowledged before every subscribed replica confirmed it had applied them "
+    "(a replica paused or cut off: it may serve the older value until its L1 entry expires).",
+    registry=REGISTRY,
+)
 CHANGE_FEED_DELAY_SECONDS = Histogram(
     "livefeat_change_feed_delay_seconds",
     "From a notification's publication by one replica to its receipt by this one.",

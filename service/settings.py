@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     redis_write_timeout_s: float = Field(default=1.0, gt=0)  # pushes wait longer
     redis_connect_timeout_s: float = Field(default=0.2, gt=0)
     redis_pool_size: int = Field(default=32, ge=1)
+    # A push waits at most this long for every replica to confirm it has dropped the
+    # pushed keys from its L1 (service/store/feed.py, Acks).
+    change_ack_timeout_s: float = Field(default=0.25, ge=0)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)

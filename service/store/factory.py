@@ -19,7 +19,7 @@ from service.core.codec import Row
 from service.core.registry import Registry
 from service.settings import Settings
 from service.store.base import Tier
-from service.store.feed import ChangeFeed, Publisher
+from service.store.feed import Acks, ChangeFeed, Publisher
 from service.store.l1 import L1Cache
 from service.store.metered import MeteredTier
 from service.store.presence import PresenceFilter
@@ -70,6 +70,7 @@ def open_store(
         redis_url=settings.redis_url,
         presence_prefixes=watch,
         presence_capacity=settings.presence_capacity,
+        ack_timeout_s=settings.change_ack_timeout_s,
     )
 
 
@@ -80,6 +81,7 @@ def assemble(
     redis_url: str | None = None,
     presence_prefixes: Sequence[bytes] = (),
     presence_capacity: int = 2_000_000,
+    ack_timeout_s: float = 0.25,
 ) -> TieredStore[V]:
     """Wire the store's pieces over `durable` tiers (read order; the last one local)."""
     tiers = [MeteredTier(t) for t in durable]
@@ -95,8 +97,9 @@ def assemble(
         client = aredis.Redis.from_url(
             redis_url.replace("+cluster", "", 1), socket_timeout=1.0, socket_connect_timeout=0.5
         )
-        publisher = Publisher(client, origin)
+        acks = Acks(ack_timeout_s)  # enabled only once the feed is started and subscribed
+        publisher = Publisher(client, origin, acks=acks)
         sink = FeedSink(reads, presence, fills[-1] if fills else None)
-        feed = ChangeFeed(redis_url, sink, origin)
+        feed = ChangeFeed(redis_url, sink, origin, acks=acks)
     writer = Writer(tiers, reads, presence, publisher)
     return TieredStore(tiers, reads, writer, fills, presence, feed)

@@ -34,14 +34,77 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Wait:
+    """Acks counted for one barrier; `need` is known once PUBLISH has answered."""
+
+    __slots__ = ("done", "got", "need")
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.need: int | None = None
+        self.done = asyncio.Event()
+
+    def check(self) -> None:
+        if self.need is not None and self.got >= self.need:
+            self.done.set()
+
+
+class Acks:
+    """The barriers this replica published and the acks they wait for (notify.py, LF4).
+
+    `enabled` while this replica's ChangeFeed listens on its ack channel: without it
+    no ack could arrive, and writes are acknowledged without waiting. A replica that
+    does not answer within `timeout_s` (paused, partitioned) is waited for no longer:
+    it may serve an older value until its L1 entry expires (l1_ttl_s), as a replica
+    that missed a notification does.
+    """
+
+    def __init__(self, timeout_s: float = 0.25) -> None:
+        self.timeout_s = timeout_s
+        self.enabled = False
+        self._seq = 0
+        self._waits: dict[int, _Wait] = {}
+        self._timeouts = metrics.CHANGE_FEED_ACK_TIMEOUTS
+
+    def __repr__(self) -> str:
+        return f"<Acks {'on' if self.enabled else 'off'}, {len(self._waits)} waiting>"
+
+    def open(self) -> tuple[int, _Wait]:
+        """A new barrier: its seq, and what counts its acks."""
+        self._seq += 1
+        wait = self._waits[self._seq] = _Wait()
+        return self._seq, wait
+
+    def ack(self, seq: int) -> None:
+        """A receiver has applied everything up to barrier `seq`."""
+        wait = self._waits.get(seq)
+        if wait is not None:
+            wait.got += 1
+            wait.check()
+
+    async def wait(self, seq: int, wait: _Wait, receivers: int) -> None:
+        """Until `receivers` acks of `seq` arrived, or `timeout_s` passed."""
+        wait.need = receivers
+        wait.check()
+        try:
+            await asyncio.wait_for(wait.done.wait(), self.timeout_s)
+        except TimeoutError:
+            self._timeouts.inc()
+            log.debug("barrier %d: %d of %d acks in time", seq, wait.got, receivers)
+        finally:
+            del self._waits[seq]
+
+
 class Publisher:
-    """Publishes this process's accepted writes on `channel` through `client`."""
+    """Publishes this process's accepted writes on `channel` through `client`; with
+    `acks`, a write with values waits until every subscriber has applied it."""
 
     def __init__(
         self,
         client: aredis.Redis,
         origin: bytes,
         *,
+        acks: Acks | None = None,
         channel: bytes = notify.CHANNEL,
         retry_s: float = 0.5,
         max_backlog_keys: int = 100_000,
@@ -49,6 +112,7 @@ class Publisher:
         self.origin = origin
         self.channel = channel
         self._client = client
+        self._acks = acks
         self._retry_s = retry_s
         self._max_backlog = max_backlog_keys
         self._backlog: list[bytes] = []
@@ -68,25 +132,33 @@ class Publisher:
         if self._backlog or self._resync:  # keep order behind what waits to be resent
             self._defer([k for k, _ in items])
             return
-        messages = notify.encode(self.origin, items, _now_ms(), with_values)
+        now = _now_ms()
+        messages = notify.encode(self.origin, items, now, with_values)
+        acks = self._acks if with_values and self._acks is not None and self._acks.enabled else None
+        if acks is not None:  # open before sending: the first acks may beat PUBLISH's answer
+            seq, wait = acks.open()
+            messages.append(notify.encode_barrier(self.origin, now, seq))
         try:
-            await self._send(messages)
+            receivers = await self._send(messages)
         except TierUnavailable as exc:
             metrics.TIER_ERRORS.labels("change_feed", "publish", type(exc).__name__).inc()
             log.warning("could not publish %d changed keys (will retry): %s", len(items), exc)
             self._defer([k for k, _ in items])
-            return
-        self._published.inc(len(items))
+            receivers = 0
+        else:
+            self._published.inc(len(items))
+        if acks is not None:
+            await acks.wait(seq, wait, receivers)
 
-    async def _send(self, messages: Sequence[bytes]) -> None:
+    async def _send(self, messages: Sequence[bytes]) -> int:
+        """Publish `messages` in one round trip; returns how many subscribers got the last."""
         try:
             if len(messages) == 1:
-                await self._client.publish(self.channel, messages[0])
-            else:  # a load's batch: one round trip
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for message in messages:
-                        pipe.publish(self.channel, message)
-                    await pipe.execute()
+                return int(await self._client.publish(self.channel, messages[0]))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.publish(self.channel, message)
+                return int((await pipe.execute())[-1])
         except Exception as exc:  # redis-py or the socket: the caller retries
             raise TierUnavailable("change_feed", f"publish: {exc}") from exc
 
@@ -149,15 +221,27 @@ class FeedListener(Protocol):
 
 
 class ChangeFeed:
-    """Subscribes to `channel` and hands other replicas' messages to `listener`."""
+    """Subscribes to `channel` and hands other replicas' messages to `listener`; answers
+    barriers, and with `acks`, hears the acks of this replica's own barriers."""
 
     def __init__(
-        self, url: str, listener: FeedListener, origin: bytes, *, channel: bytes = notify.CHANNEL
+        self,
+        url: str,
+        listener: FeedListener,
+        origin: bytes,
+        *,
+        acks: Acks | None = None,
+        channel: bytes = notify.CHANNEL,
     ) -> None:
         self.channel = channel
         self.origin = origin
         self._listener = listener
+        self._acks = acks
+        self._ack_channel = notify.ack_channel(origin)
         self._url = url.replace("+cluster", "", 1)
+        self._acker = aredis.Redis.from_url(
+            self._url, socket_timeout=1.0, socket_connect_timeout=0.5
+        )
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.subscriptions = 0  # how many times a subscription (re)started
@@ -185,6 +269,8 @@ class ChangeFeed:
                 metrics.TIER_ERRORS.labels("change_feed", "subscribe", type(exc).__name__).inc()
                 log.warning("change feed lost its subscription: %s: %s", type(exc).__name__, exc)
             finally:
+                if self._acks is not None:
+                    self._acks.enabled = False
                 if self.connected.is_set():
                     self._listener.lost()
                 self.connected.clear()
@@ -197,17 +283,23 @@ class ChangeFeed:
     async def _listen(self, client: aredis.Redis) -> None:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(self.channel)
+            channels = [self.channel] if self._acks is None else [self.channel, self._ack_channel]
+            await pubsub.subscribe(*channels)
             async for message in pubsub.listen():
-                if message["type"] == "subscribe":
+                kind, channel = message["type"], message["channel"]
+                if kind == "subscribe" and channel == self.channel:
                     # Whatever was published while we were away is lost.
                     self.subscriptions += 1
                     self.connected.set()
                     self._gauge.set(1)
                     self._listener.resync()
                     log.info("change feed subscribed; L1 cleared")
-                elif message["type"] == "message":
-                    self._apply(message["data"])
+                elif kind == "subscribe" and self._acks is not None:
+                    self._acks.enabled = True
+                elif kind == "message" and channel == self.channel:
+                    await self._apply(message["data"])
+                elif kind == "message" and self._acks is not None:
+                    self._acks.ack(int(message["data"]))
                     # Let requests run between messages (redis-py hands over messages
                     # already buffered without yielding): a load's flood of them would
                     # otherwise hold the loop for as long as the backlog lasts.
@@ -216,9 +308,13 @@ class ChangeFeed:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    def _apply(self, data: Any) -> None:
+    async def _apply(self, data: Any) -> None:
         try:
             origin, sent_at_ms = notify.header(data)
+            seq = notify.barrier_seq(data)
+            if seq is not None:  # everything before it is applied: say so to its sender
+                await self._acker.publish(notify.ack_channel(origin), b"%d" % seq)
+                return
             if origin == self.origin:  # our own write: nothing to decode
                 return
             if notify.is_resync(data):
@@ -246,3 +342,4 @@ class ChangeFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._acker.aclose()

@@ -7,7 +7,7 @@ while a replica is disconnected is covered by one rule: a replica whose
 subscription (re)starts drops its whole L1. A Stream would add per-replica
 read positions and trimming to recover messages we do not need to recover.
 
-Three kinds of message, each starting with a magic, origin (16 bytes) and sent_at_ms (<q):
+Four kinds of message, each starting with a magic, origin (16 bytes) and sent_at_ms (<q):
 
 - b"LF1", with values (pushes, up to VALUES_UP_TO_ITEMS items): items, each <H key
   length, key, <I value length, value. Replicas also keep the values in their RocksDB.
@@ -19,6 +19,12 @@ Three kinds of message, each starting with a magic, origin (16 bytes) and sent_a
 - b"LF3", resync, nothing else: the sender could not tell every change (its backlog of
   failed publications overflowed, service/store/feed.py); replicas drop their L1 and
   rebuild their presence filter, as when their own subscription restarts.
+
+- b"LF4", barrier: <Q seq after the header. Every subscriber that reaches it has applied
+  every message the sender published before it, and says so by publishing the seq on
+  the sender's ack channel (`ack_channel(origin)`). A serving replica ends each push with
+  one and waits for as many acks as PUBLISH counted receivers (feed.py, Acks): a read
+  that starts on any replica after the push was acknowledged sees it.
 
 Messages are small (KEYS_PER_MESSAGE keys, MAX_MESSAGE_BYTES) and a replica yields
 its event loop after applying each one, so requests interleave with a load's flood of
@@ -37,6 +43,8 @@ CHANNEL = b"livefeat:changes"
 MAGIC = b"LF1"  # items with values
 MAGIC_KEYS = b"LF2"  # keys only, by view prefix
 MAGIC_RESYNC = b"LF3"  # forget everything derived from notifications
+MAGIC_BARRIER = b"LF4"  # acknowledge everything before this
+_SEQ = struct.Struct("<Q")
 _HEAD = struct.Struct("<16sq")
 _PREFIX_LEN = struct.Struct("<H")
 # Small messages: a replica applies one message at a time on its event loop, so
@@ -103,6 +111,23 @@ def encode_resync(origin: bytes, sent_at_ms: int) -> bytes:
     return MAGIC_RESYNC + _HEAD.pack(origin, sent_at_ms)
 
 
+def ack_channel(origin: bytes) -> bytes:
+    """The channel on which the replica `origin` hears acks of its barriers."""
+    return CHANNEL + b":acks:" + origin.hex().encode()
+
+
+def encode_barrier(origin: bytes, sent_at_ms: int, seq: int) -> bytes:
+    """The LF4 message: receivers acknowledge `seq` to `origin`."""
+    return MAGIC_BARRIER + _HEAD.pack(origin, sent_at_ms) + _SEQ.pack(seq)
+
+
+def barrier_seq(message: bytes) -> int | None:
+    """The seq of an LF4 (barrier) message; None for other messages."""
+    if not message.startswith(MAGIC_BARRIER):
+        return None
+    return int(_SEQ.unpack_from(message, len(MAGIC_BARRIER) + _HEAD.size)[0])
+
+
 def is_resync(message: bytes) -> bool:
     """Whether `message` is an LF3 (resync) message."""
     return message.startswith(MAGIC_RESYNC)
@@ -110,7 +135,8 @@ def is_resync(message: bytes) -> bool:
 
 def header(message: bytes) -> tuple[bytes, int]:
     """(origin, sent_at_ms) of a message. Raises ValueError if it is not ours."""
-    if not message.startswith((MAGIC, MAGIC_KEYS, MAGIC_RESYNC)) or len(message) < 3 + _HEAD.size:
+    known = (MAGIC, MAGIC_KEYS, MAGIC_RESYNC, MAGIC_BARRIER)
+    if not message.startswith(known) or len(message) < 3 + _HEAD.size:
         raise ValueError("not a livefeat change message")
     return _HEAD.unpack_from(message, 3)  # type: ignore[return-value]
 
@@ -134,7 +160,7 @@ def decode(message: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
         return origin, sent_at_ms, [(k, b"") for k in keys]
     pos = len(MAGIC) + _HEAD.size
     items: list[tuple[bytes, bytes]] = []
-    if is_resync(message):
+    if is_resync(message) or barrier_seq(message) is not None:
         return origin, sent_at_ms, items
     while pos < len(message):
         klen = int.from_bytes(message[pos : pos + 2], "little")

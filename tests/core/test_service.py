@@ -13,9 +13,9 @@ from service.core.service import FeatureService, Limits
 from service.core.status import Status
 from service.errors import InvalidArgument, NotFound, TooLarge
 from service.settings import DEMO_REGISTRY
+from service.store.factory import assemble
 from service.store.l1 import L1Cache
 from service.store.rocks import RocksTier
-from service.store.factory import assemble
 from service.store.tiered import TieredStore
 
 NOW = 1_800_000_000_000

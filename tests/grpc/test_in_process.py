@@ -25,8 +25,8 @@ from service.errors import TierUnavailable
 from service.grpc import GrpcServer
 from service.grpc.edge import core_timeout
 from service.settings import DEMO_REGISTRY
-from service.store.l1 import L1Cache
 from service.store.factory import assemble
+from service.store.l1 import L1Cache
 from service.store.tiered import TieredStore
 
 FOUND, UNAVAILABLE = 1, 4

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import LiveServer
 from tests.support.redis_proc import RedisServer
 
+pytestmark = pytest.mark.process
+
 VIEW = "room_stats"
 PROPAGATION_BOUND_S = 3.0  # generous; the measured figure is in docs/benchmarks.md
 
@@ -83,6 +85,20 @@ def test_a_push_to_one_replica_is_served_by_the_others(replicas: list[LiveServer
         for other in (b, c):
             want = 10_000 + round_
             wait_for(lambda o=other, w=want: viewer_count(o, 7) == w, PROPAGATION_BOUND_S)
+
+
+def test_a_read_on_any_replica_after_an_acknowledged_push_sees_it(
+    replicas: list[LiveServer],
+) -> None:
+    """No waiting: the push is acknowledged only once every replica has applied it."""
+    base = now_ms()
+    rng = random.Random(11)
+    for round_ in range(1, 61):
+        writer, *readers = rng.sample(replicas, 3)
+        for reader in readers:
+            viewer_count(reader, 8)  # the old value sits in the reader's L1
+        assert push(writer, 8, 20_000 + round_, base + round_)["written"] == 1
+        assert [viewer_count(r, 8) for r in readers] == [20_000 + round_] * 2
 
 
 def test_racing_writers_on_every_replica_leave_the_newest(

@@ -1,5 +1,6 @@
 """Change messages: both formats round-trip, and a replica applies only others' writes."""
 
+import asyncio
 from typing import Any
 
 from service.store import notify
@@ -49,18 +50,22 @@ class Listener:
 
 
 def test_a_replica_absorbs_others_writes_and_ignores_its_own_and_garbage() -> None:
-    store = Listener()
-    feed = ChangeFeed("redis://127.0.0.1:1", store, b"o" * 16)  # never connects here
-    other = b"x" * 16
-    push = [(b"room_stats:v1:1", b"value")]
-    feed._apply(notify.encode(other, push, 1)[0])
-    load = [(b"room_stats:v1:%d" % i, b"v") for i in range(1_001)]
-    for message in notify.encode(other, load, 1):
-        feed._apply(message)
-    feed._apply(notify.encode(feed.origin, push, 1)[0])  # its own write
-    feed._apply(b"LF1" + b"\x00" * 5)  # truncated
-    feed._apply(b"something else")
-    assert store.absorbed[0] == (push, [push[0][0]])
-    loaded = [k for items, keys in store.absorbed[1:] for k in keys if not items]
-    assert loaded == [k for k, _ in load]
-    assert len(store.absorbed) == 3
+    async def go() -> None:
+        store = Listener()
+        feed = ChangeFeed("redis://127.0.0.1:1", store, b"o" * 16)  # never connects here
+        other = b"x" * 16
+        push = [(b"room_stats:v1:1", b"value")]
+        await feed._apply(notify.encode(other, push, 1)[0])
+        load = [(b"room_stats:v1:%d" % i, b"v") for i in range(1_001)]
+        for message in notify.encode(other, load, 1):
+            await feed._apply(message)
+        await feed._apply(notify.encode(feed.origin, push, 1)[0])  # its own write
+        await feed._apply(b"LF1" + b"\x00" * 5)  # truncated
+        await feed._apply(b"something else")
+        assert store.absorbed[0] == (push, [push[0][0]])
+        loaded = [k for items, keys in store.absorbed[1:] for k in keys if not items]
+        assert loaded == [k for k, _ in load]
+        assert len(store.absorbed) == 3
+        await feed.close()
+
+    asyncio.run(go())

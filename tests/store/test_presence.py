@@ -1,9 +1,9 @@
 import asyncio
 from collections.abc import AsyncIterator
 
+from service.store.factory import assemble
 from service.store.l1 import L1Cache
 from service.store.presence import PresenceFilter
-from service.store.factory import assemble
 from service.store.replica import FeedSink
 from service.store.tiered import TieredStore
 from tests.store.test_tiered import DictTier, value

@@ -9,11 +9,11 @@ import pytest
 
 from service.core.codec import event_time_of, header
 from service.errors import TierUnavailable
+from service.store.base import UNAVAILABLE
+from service.store.factory import assemble
 from service.store.l1 import L1Cache
 from service.store.redis import RedisOptions, RedisTier, ttl_by_prefix
 from service.store.rocks import RocksTier
-from service.store.base import UNAVAILABLE
-from service.store.factory import assemble
 from service.store.tiered import TieredStore
 from tests.support.redis_proc import RedisCluster, RedisServer
 

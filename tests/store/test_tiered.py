@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from service.core.codec import event_time_of, header
 from service.errors import TierUnavailable
-from service.store.l1 import L1Cache
 from service.store.base import UNAVAILABLE
 from service.store.factory import assemble
+from service.store.l1 import L1Cache
 from service.store.tiered import TieredStore
 
 
