@@ -69,6 +69,20 @@ class Coalescer(Generic[D]):
     async def get(self, missed: dict[K, D], deadline: float | None) -> dict[K, Any]:
         """A value per key of `missed`; UNAVAILABLE where none arrived by `deadline`
         (the event loop's clock; None: wait for the fetch)."""
+        joined = self._launch(missed)
+        tasks = {f.task for f in joined.values() if f.task is not None}
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
+        if timeout != 0.0 and not all(t.done() for t in tasks):
+            await asyncio.wait(tasks, timeout=timeout)
+        return {key: _answer(flight, key) for key, flight in joined.items()}
+
+    def refresh(self, keys: dict[K, D]) -> None:
+        """Fetch `keys` in the background (unless already under way); nobody waits."""
+        self._launch(keys)
+
+    def _launch(self, missed: dict[K, D]) -> dict[K, Flight]:
+        """The flight of each key: one under way, or one new flight for the rest."""
         flights = self._flights
         joined: dict[K, Flight] = {}
         mine: dict[K, D] = {}
@@ -86,12 +100,7 @@ class Coalescer(Generic[D]):
             for key in mine:
                 flights[key] = flight
                 joined[key] = flight
-        tasks = {f.task for f in joined.values() if f.task is not None}
-        loop = asyncio.get_running_loop()
-        timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
-        if timeout != 0.0 and not all(t.done() for t in tasks):
-            await asyncio.wait(tasks, timeout=timeout)
-        return {key: _answer(flight, key) for key, flight in joined.items()}
+        return joined
 
     async def _run(self, keys: dict[K, D], flight: Flight) -> dict[K, Any]:
         try:

@@ -31,6 +31,9 @@ from service.stored import CorruptValue
 V = TypeVar("V")
 Decoder = Callable[[bytes], V]
 log = logging.getLogger(__name__)
+# One read in this many also asks L1 which of its rows are near expiry, and fetches
+# those in the background (l1.py): hot rows, read by most requests, are always caught.
+REFRESH_CHECK_EVERY = 8
 # A fetch runs apart from the requests waiting for it (coalesce.py), bounded by this
 # per tier call: tiers have their own socket timeouts, RocksDB's threads have none.
 TIER_CALL_TIMEOUT_S = 2.0
@@ -55,6 +58,7 @@ class ReadThrough(Generic[V]):
         self._coalescer: Coalescer[Decoder[V]] = Coalescer(self._fetch)
         self._l1_hit = metrics.TIER_KEYS.labels("l1", "hit")
         self._l1_miss = metrics.TIER_KEYS.labels("l1", "miss")
+        self._calls = 0
 
     def __repr__(self) -> str:
         return f"<ReadThrough {self.l1!r} > {' > '.join(t.name for t in self.tiers)}>"
@@ -94,6 +98,9 @@ class ReadThrough(Generic[V]):
     ) -> list[Any]:
         """Rows aligned with `keys` (see `read`); `decoders[i]` decodes `keys[i]`."""
         out = self.l1.get_many(keys)
+        self._calls += 1
+        if not self._calls % REFRESH_CHECK_EVERY:
+            self._refresh_ahead(keys, decoders)
         missed = {k: d for k, d, v in zip(keys, decoders, out, strict=True) if v is MISS}
         self._l1_hit.inc(len(keys) - len(missed))
         if not missed:
@@ -103,6 +110,12 @@ class ReadThrough(Generic[V]):
         deadline = None if timeout_s is None else loop.time() + timeout_s
         found = await self._coalescer.get(missed, deadline)
         return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
+
+    def _refresh_ahead(self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]]) -> None:
+        due = self.l1.due(keys)
+        if due:
+            decoder_of = dict(zip(keys, decoders, strict=True))
+            self._coalescer.refresh({k: decoder_of[k] for k in due})
 
     async def _fetch(self, missed: dict[bytes, Decoder[V]], flight: Flight) -> dict[bytes, Any]:
         pending = list(missed)

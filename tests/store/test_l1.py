@@ -17,7 +17,7 @@ def test_hit_miss_and_cached_absent() -> None:
 
 def test_entries_expire_after_ttl() -> None:
     clock = Clock()
-    l1: L1Cache[str] = L1Cache(10, 5.0, clock)
+    l1: L1Cache[str] = L1Cache(10, 5.0, clock, rng=lambda: 0.0)
     l1.put_many([(b"a", "A")])
     clock.now += 4.9
     assert l1.get_many([b"a"]) == ["A"]
@@ -49,3 +49,29 @@ def test_disabled_cache_keeps_nothing() -> None:
     l1.put_many([(b"a", 1)])
     assert l1.get_many([b"a"]) == [MISS]
     assert "0/0 rows" in repr(l1)
+
+
+def test_entries_cached_together_expire_apart_and_never_past_the_ttl() -> None:
+    clock = Clock()
+    draws = iter([0.0, 0.5, 1.0])
+    l1: L1Cache[str] = L1Cache(10, 5.0, clock, jitter=0.2, rng=lambda: next(draws))
+    l1.put_many([(b"a", "A"), (b"b", "B"), (b"c", "C")])  # lives 5.0, 4.5 and 4.0 s
+    clock.now += 4.2
+    assert l1.get_many([b"a", b"b", b"c"]) == ["A", "B", MISS]
+    clock.now += 0.4
+    assert l1.get_many([b"a", b"b", b"c"]) == ["A", MISS, MISS]
+    clock.now += 0.4
+    assert l1.get_many([b"a"]) == [MISS]
+
+
+def test_due_names_entries_in_the_last_part_of_their_life() -> None:
+    clock = Clock()
+    l1: L1Cache[str] = L1Cache(10, 4.0, clock, refresh_fraction=0.25, rng=lambda: 0.0)
+    l1.put_many([(b"a", "A")])
+    clock.now += 2.0
+    l1.put_many([(b"b", "B")])
+    assert l1.due([b"a", b"b", b"absent"]) == []
+    clock.now += 1.5  # a has 0.5 s left (due), b 2.5 s
+    assert l1.due([b"a", b"b"]) == [b"a"]
+    clock.now += 1.0  # a expired: a miss now, not a refresh
+    assert l1.due([b"a", b"b"]) == []

@@ -141,3 +141,35 @@ def test_identical_concurrent_misses_are_fetched_once() -> None:
         assert sorted(k for call in slow.gets for k in call) == [b"a", b"b"]
 
     asyncio.run(go())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rows_read_near_their_expiry_are_refreshed_in_the_background() -> None:
+    async def go() -> None:
+        from service.store.readthrough import REFRESH_CHECK_EVERY
+
+        clock = Clock()
+        tier = DictTier("t", {b"a": value(1)})
+        l1: L1Cache[int] = L1Cache(10, 4.0, clock, refresh_fraction=0.25, rng=lambda: 0.0)
+        store = assemble(l1, [tier])
+        assert await store.get_many([b"a"], [decode]) == [1]  # a miss: cached until 104
+        tier.data[b"a"] = value(2)  # written behind the cache's back (a lost notification)
+        clock.now = 103.5  # in the last quarter of its life
+        for _ in range(REFRESH_CHECK_EVERY):
+            assert await store.get_many([b"a"], [decode]) == [1]  # served from L1...
+        for _ in range(10):
+            await asyncio.sleep(0)  # ...while one of them started a refresh
+        assert len(tier.gets) == 2
+        clock.now = 105.0  # past the first entry's expiry: the refreshed one answers
+        assert await store.get_many([b"a"], [decode]) == [2]
+        assert len(tier.gets) == 2  # no miss on the request path
+        await store.close()
+
+    asyncio.run(go())
