@@ -69,13 +69,15 @@ class Feature:
 # `json` is the inside of a JSON object, `"view.feature":value,...`, in registry
 # order, ready to be joined with other fragments (HTTP). `numeric` is the numeric
 # features (int64, double, float, bool) in registry order as float32 bytes, one
-# row of the ranker's matrix; `vectors` holds each float vector's float32 bytes
-# and `strings` each string, in registry order (gRPC).
+# row of the ranker's matrix; `vectors` holds each float vector's float32 bytes,
+# and `strings` each string as its protobuf `repeated string` entry (tag 2, length,
+# UTF-8: StringColumn.values), in registry order: the gRPC answer joins them as they
+# are (service/grpc/wire.py).
 # A plain tuple of bytes, ints and str on purpose: the garbage collector stops
 # tracking exact tuples of such values, so hundreds of thousands of cached rows
 # add nothing to its full collections (which paused requests for 100-300 ms
 # when rows were objects). Read fields with the index constants below.
-Row = tuple[int, bytes, bytes, tuple[bytes, ...], tuple[str, ...]]
+Row = tuple[int, bytes, bytes, tuple[bytes, ...], tuple[bytes, ...]]
 EVENT_TIME: Final = 0
 JSON: Final = 1
 NUMERIC: Final = 2
@@ -118,6 +120,22 @@ def check_value(feature: Feature, value: Any) -> Any:
         if abs(x) > FLOAT32_MAX:
             raise ValueError("a value is out of the float32 range")
     return [float(x) for x in value]
+
+
+def varint(n: int) -> bytes:
+    """The protobuf varint of a non-negative integer."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def string_entry(text: str) -> bytes:
+    """`text` as an entry of a protobuf `repeated string` field number 2."""
+    data = text.encode()
+    return b"\x12" + varint(len(data)) + data
 
 
 def _show(value: Any) -> str:
@@ -255,7 +273,7 @@ class ViewCodec:
             orjson.dumps(out, option=_JSON_OPTS)[1:-1],
             np.array(scalars, dtype=np.float32).tobytes(),
             tuple(buf[o : o + 4 * dim] for _, o, dim in self._vector_slots),
-            tuple(out[k] for k in self._string_keys),
+            tuple(string_entry(out[k]) for k in self._string_keys),
         )
 
     @property

@@ -2,7 +2,8 @@
 
     server.py    GrpcServer: the grpc.aio server, health and reflection, drain and stop
     servicer.py  FeatureServicer: request -> core call -> response, per RPC
-    convert.py   core results -> ViewBlocks; PushRows -> the core's row dicts
+    wire.py      core results -> GetBundle/GetFeatures answers as wire bytes
+    convert.py   PushRows -> the core's row dicts
     edge.py      the one error table, request metrics, the deadline given to the core
 
 The messages are generated from protos/livefeat/v1/livefeat.proto into

@@ -11,13 +11,16 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from service import metrics
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.core.service import FeatureService
 from service.errors import InvalidArgument, RequestError
-from service.grpc.convert import Encoder, push_rows
+from service.grpc.convert import push_rows
 from service.grpc.edge import Context, core_timeout, edge
+from service.grpc.wire import WireEncoder
 
 _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 
@@ -27,13 +30,36 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
 
     def __init__(self, core: FeatureService) -> None:
         self.core = core
-        self.encoder = Encoder(core.registry)
+        self.wire = WireEncoder(core.registry)
         self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
 
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Register the service on `server`. GetBundle and GetFeatures answer with wire
+        bytes (wire.py), handed to gRPC without a serializer."""
+        handlers = {
+            "GetBundle": grpc.unary_unary_rpc_method_handler(
+                self.GetBundle, request_deserializer=pb.GetBundleRequest.FromString
+            ),
+            "GetFeatures": grpc.unary_unary_rpc_method_handler(
+                self.GetFeatures, request_deserializer=pb.GetFeaturesRequest.FromString
+            ),
+            "PushFeatures": grpc.unary_unary_rpc_method_handler(
+                self.PushFeatures,
+                request_deserializer=pb.PushFeaturesRequest.FromString,
+                response_serializer=pb.PushFeaturesResponse.SerializeToString,
+            ),
+            "PushFeaturesStream": grpc.stream_unary_rpc_method_handler(
+                self.PushFeaturesStream,
+                request_deserializer=pb.PushFeaturesRequest.FromString,
+                response_serializer=pb.PushFeaturesResponse.SerializeToString,
+            ),
+        }
+        name = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
+
     @edge("GetBundle")
-    async def GetBundle(
-        self, request: pb.GetBundleRequest, context: Context
-    ) -> pb.GetBundleResponse:
+    async def GetBundle(self, request: pb.GetBundleRequest, context: Context) -> bytes:
         """Features of one user, its candidate rooms and the user x room pairs."""
         if not request.HasField("user_id"):
             raise InvalidArgument("user_id", "required")
@@ -41,12 +67,10 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             request.bundle, request.user_id, list(request.room_ids), core_timeout(context)
         )
         self._bundle_sizes.observe(len(result.room_ids))
-        return self.encoder.bundle(result)
+        return self.wire.bundle(result)
 
     @edge("GetFeatures")
-    async def GetFeatures(
-        self, request: pb.GetFeaturesRequest, context: Context
-    ) -> pb.GetFeaturesResponse:
+    async def GetFeatures(self, request: pb.GetFeaturesRequest, context: Context) -> bytes:
         """Rows of one view; user_room views take room ids in `ids`, user ids in `user_ids`."""
         plan = self.core.view_plan(request.view)
         ids: list[Any] = list(request.ids)
@@ -62,9 +86,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             _, rows = await self.core.get_features(plan.name, ids, core_timeout(context))
         except RequestError as exc:
             raise _pair_field(exc) from None
-        reply = pb.GetFeaturesResponse(ids=request.ids, user_ids=request.user_ids)
-        self.encoder.fill(reply.block, rows)
-        return reply
+        return self.wire.features(list(request.ids), list(request.user_ids), rows)
 
     @edge("PushFeatures")
     async def PushFeatures(
