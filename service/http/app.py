@@ -23,6 +23,7 @@ from service.errors import (
 )
 from service.http import schemas
 from service.http.encode import encode_bundle, encode_features
+from service.http.hot import HotRoutes
 from service.http.middleware import MetricsMiddleware
 from service.http.request_id import RequestIdMiddleware, request_id, with_request_id
 
@@ -78,13 +79,19 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+async def _internal(request: Request, exc: Exception) -> Response:
+    """The 500 answer to an exception nobody expected (logged with its traceback)."""
+    log.exception("unexpected error", exc_info=exc)
+    body = {"error": "Internal", "field": "", "reason": "internal error (logged)",
+            "request_id": request_id(request)}  # fmt: skip
+    return _json(body, 500)
+
+
 def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     """The HTTP front end over `core`. `app.state.draining` turns /readyz false."""
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
-    app.add_middleware(MetricsMiddleware)
     bundle_sizes = metrics.BATCH_SIZE.labels("/v1/bundle")  # bound once, not per request
-    app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
 
     @app.exception_handler(LivefeatError)
     async def _livefeat_error(request: Request, exc: LivefeatError) -> Response:
@@ -93,10 +100,7 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # Starlette runs this outside every middleware: the header is set here.
-        log.exception("unexpected error", exc_info=exc)
-        body = {"error": "Internal", "field": "", "reason": "internal error (logged)",
-                "request_id": request_id(request)}  # fmt: skip
-        return with_request_id(request, _json(body, 500))
+        return with_request_id(request, await _internal(request, exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -168,4 +172,10 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
         """Prometheus text format."""
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    # Innermost first: the hot routes skip FastAPI's routing (hot.py) but not the
+    # metrics and request-id middleware around them.
+    hot = {"/v1/bundle": bundle, "/v1/features": features}
+    app.add_middleware(HotRoutes, routes=hot, on_error=_livefeat_error, on_unexpected=_internal)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
     return app
