@@ -157,7 +157,10 @@ class FeatureService:
 
     def _resolve(self, plan: ViewPlan, got: list[Any], now: int) -> ViewRows:
         max_age = plan.max_age_ms
-        if None in got or UNAVAILABLE in got:
+        counters = self._served[plan.name]
+        try:  # the common case for users and rooms: every row found (None has no [0])
+            ages = [now - r[EVENT_TIME] for r in got]
+        except TypeError:
             default = plan.codec.default_row
             rows = [default if r is None or r is UNAVAILABLE else r for r in got]
             ages = [-1 if r is None or r is UNAVAILABLE else now - r[EVENT_TIME] for r in got]
@@ -166,15 +169,20 @@ class FeatureService:
                 else FOUND if a <= max_age else STALE
                 for r, a in zip(got, ages, strict=True)
             ]  # fmt: skip
-        else:  # the common case for users and rooms: every row found
+            for status in Status:
+                count = statuses.count(status)
+                if count:
+                    counters[status - 1].inc(count)
+        else:
             rows = got
-            ages = [now - r[EVENT_TIME] for r in got]
-            statuses = [FOUND if a <= max_age else STALE for a in ages]
-        counters = self._served[plan.name]
-        for status in Status:
-            count = statuses.count(status)
-            if count:
-                counters[status - 1].inc(count)
+            if ages and max(ages) <= max_age:  # all fresh: no per-row decision
+                statuses = [FOUND] * len(ages)
+                counters[FOUND - 1].inc(len(ages))
+            else:
+                statuses = [FOUND if a <= max_age else STALE for a in ages]
+                stale = statuses.count(STALE)
+                counters[FOUND - 1].inc(len(ages) - stale)
+                counters[STALE - 1].inc(stale)
         self._sample_ages(plan.name, ages)
         return ViewRows(plan, rows, statuses, ages)
 
