@@ -50,7 +50,7 @@ bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/benc
 	scripts/system-deps.sh redis
 	$(PY) -m loadtest.bench --quick --data-dir $(DATA_DIR)
 
-bench: demo ## the full protocol of BENCHMARK.md, about 30 min: loadtest/results/bench.{json,png}
+bench: demo ## the full protocol of docs/benchmark-workload.md, about 30 min: loadtest/results/bench.{json,png}
 	scripts/system-deps.sh redis
 	$(PY) -m loadtest.bench --data-dir $(DATA_DIR)
 

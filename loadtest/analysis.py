@@ -105,7 +105,7 @@ def _target(name: str, value: float | None, limit: float, higher_is_better: bool
 def targets(
     cases: Mapping[str, Any], rat: Mapping[str, Any], redis_memory: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """The targets of BENCHMARK.md this run can check; ``ok`` None when a figure is missing."""
+    """The targets (docs/benchmark-workload.md) this run can check; ``ok`` None: figure missing."""
     out: list[dict[str, Any]] = []
     for key, r in rat.items():
         per, kind = r["concurrency"], r["kind"]
@@ -211,7 +211,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
                 f"{fmt_num(x['server_cpu_per_request'], '.2f'):>11} "
                 f"{fmt_num(x['backend_cpu_per_request'], '.2f'):>7}"
             )
-    lines += ["", "targets (BENCHMARK.md)"]
+    lines += ["", "targets (docs/benchmark-workload.md)"]
     lines += [target_line(t, fmt_num(t["value"], ".2f")) for t in report["targets"]]
     mem = report.get("redis_memory")
     if mem:

@@ -1,4 +1,4 @@
-"""The benchmark runner: livefeat against bare echo servers, by the protocol of BENCHMARK.md.
+"""The benchmark runner: livefeat against bare echo servers (docs/benchmark-workload.md).
 
     python -m loadtest.bench [--quick] [--out loadtest/results/bench.json] [--data-dir DIR]
 

@@ -7,7 +7,7 @@ then, per repetition, loads user_profile, room_stats and user_room_affinity with
 `livefeat load VIEW FILE --data-dir D` into a fresh data dir in two modes:
 
 - ``rocksdb+redis``: with ``--redis-url`` of a fresh redis-server of our own (free port),
-  the target of BENCHMARK.md (at least 100,000 rows/s into RocksDB and Redis together);
+  the target of docs/benchmark-workload.md (at least 100,000 rows/s into RocksDB and Redis);
 - ``rocksdb``: the same loads without Redis, the reference measured in the same run.
 
 The two modes alternate which goes first on each repetition. For every load: the wall
@@ -16,7 +16,7 @@ timer (check, encode, write, sync, close), rows/s from each, the load's own CPU 
 rusage of that child, `os.wait4`), Redis's CPU (`INFO cpu` before and after) and how
 busy the whole machine was (`/proc/stat`), since other work on a shared machine slows a
 load down. Redis `used_memory` is read on the empty server and after users + rooms
-(before the pairs): BENCHMARK.md wants at most 50 MB (10^6 bytes) for those, checked
+(before the pairs): docs/benchmark-workload.md wants at most 50 MB (10^6 bytes) for those, checked
 both as used_memory itself and as its increase over the empty server; a sample of keys is
 sized with MEMORY USAGE and STRLEN to show where the bytes go.
 """
@@ -44,7 +44,7 @@ VIEWS = ("user_profile", "room_stats", "user_room_affinity")
 MODES = ("rocksdb+redis", "rocksdb")
 TARGET_ROWS_S = 100_000
 TARGET_REDIS_MB = 50.0
-MB = 10**6  # bytes, as BENCHMARK.md's targets are read in loadtest/prepare.py
+MB = 10**6  # bytes, as docs/benchmark-workload.md's targets are read in loadtest/prepare.py
 MEMORY_SAMPLE_KEYS = 200  # keys per view sized with MEMORY USAGE
 REDIS_COMMANDS = ("evalsha", "mget", "publish", "get", "set")
 RESULTS = Path("loadtest/results")
@@ -466,7 +466,7 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"MEMORY USAGE {s['mean_memory_usage_bytes']:.0f} B per key "
                 f"({s['sampled']} sampled)"
             )
-    lines += ["", "targets (BENCHMARK.md)"]
+    lines += ["", "targets (docs/benchmark-workload.md)"]
     lines += [target_line(t, fmt(t["value"], ",.2f")) for t in report["targets"]]
     reps = report["protocol"]["repetitions"]
     lines.append(f"\nmedians of {reps} repetition{'s' * (reps > 1)}; script us/row: time Redis "

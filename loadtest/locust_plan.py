@@ -48,7 +48,7 @@ __all__ = [
     "parse_steps",
 ]
 
-N_USERS, N_ROOMS = 100_000, 20_000  # the standard workload (shared/BENCHMARK.md)
+N_USERS, N_ROOMS = 100_000, 20_000  # the standard workload (docs/benchmark-workload.md)
 BUNDLE = "live_ranker"
 BUNDLE_PATH = "/v1/bundle"
 PUSH_PATH = "/v1/push"

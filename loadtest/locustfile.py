@@ -11,7 +11,7 @@ Users (all in one run by default; name classes on the command line to pick some)
 - ``RoomWriter``: one user (``fixed_count``) pushing ``room_stats`` rows (``POST /v1/push``) at
   ``--push-rps`` pushes per second, ``--push-rows`` rooms each, stamped with the current time.
 
-Reads are the standard workload (shared/BENCHMARK.md): a uniform user and 100 Zipf(1.1) rooms,
+Reads are the standard workload (docs/benchmark-workload.md): a uniform user, 100 Zipf(1.1) rooms,
 bundle ``live_ranker``, pre-generated with ``service.workload.RequestGenerator`` and encoded once
 before the test. Each reader either runs a closed loop (``--user-rps 0``) or paces itself to
 ``--user-rps`` requests per second.

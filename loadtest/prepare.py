@@ -33,9 +33,9 @@ from loadtest.servers import HOST, Server, livefeat_command, redis_client, redis
 
 BUNDLE_PATH = "/v1/bundle"
 BUNDLE = "live_ranker"
-N_USERS, N_ROOMS = 100_000, 20_000  # the standard workload (BENCHMARK.md)
+N_USERS, N_ROOMS = 100_000, 20_000  # the standard workload (docs/benchmark-workload.md)
 SIZING_SAMPLES = 25  # real responses fetched per server and request set
-REDIS_MEMORY_TARGET_MB = 50.0  # BENCHMARK.md; MB = 10**6 bytes
+REDIS_MEMORY_TARGET_MB = 50.0  # docs/benchmark-workload.md; MB = 10**6 bytes
 Request = tuple[int, list[int]]
 
 

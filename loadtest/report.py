@@ -5,8 +5,8 @@
 Top: latency percentiles (p50, p90, p99, p99.9; log scale) of every case, one panel per
 concurrency; echo baselines hatched. Middle: throughput against concurrency, one panel per
 baseline: livefeat's cases as solid lines, the bare echo server dashed. Bottom: the ratio
-table (case / reference per concurrency) and the BENCHMARK.md targets, green when met and
-red when missed.
+table (case / reference per concurrency) and the targets of docs/benchmark-workload.md, green
+when met and red when missed.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _targets(ax: Any, targets: list[dict[str, Any]], memory: Mapping[str, Any] |
     ]
     _table(
         ax,
-        ["", "target (BENCHMARK.md)", "value", "limit"],
+        ["", "target (benchmark-workload.md)", "value", "limit"],
         rows,
         [OK_COLORS[t["ok"]] for t in targets],
     )

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 PERCENTILES: tuple[float, ...] = (50, 90, 99, 99.9)
-"""The percentiles reported for every run (BENCHMARK.md)."""
+"""The percentiles reported for every run (docs/benchmark-workload.md)."""
 
 
 def _rank(q: float, n: int) -> int:

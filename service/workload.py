@@ -1,4 +1,4 @@
-"""The standard workload of ``shared/BENCHMARK.md``: Parquet feature data and ranker requests.
+"""The standard workload of ``docs/benchmark-workload.md``: Parquet feature data, ranker requests.
 
 Everything is deterministic from a seed. Room popularity is Zipf(s) over *rank*, and the rank of a
 room **is** its room id: room 1 is the most popular, room ``n_rooms`` the least. The pair view and

@@ -204,7 +204,7 @@ def _non_finite(n: int) -> pa.Array:
 
 ACCEPTED: dict[str, Run] = {
     PAIRS: Run(PAIR, args=("--batch-rows", "1000")),
-    # DESIGN: event_time is "timestamp or int ms"; a microsecond timestamp is a timestamp.
+    # docs/design.md: event_time is "timestamp or int ms"; a microsecond timestamp is a timestamp.
     TIMESTAMP_US: Run(ROOM, _column("event_time", _microsecond_timestamps), rows=5),
     NON_FINITE: Run(ROOM, _column("gift_value_1m", _non_finite), rows=3),
 }

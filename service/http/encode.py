@@ -35,7 +35,7 @@ def encode_entities(ids: Sequence[bytes], views: Sequence[ViewRows]) -> bytes:
 
 
 def encode_bundle(r: BundleResult) -> bytes:
-    """The /v1/bundle body of DESIGN.md."""
+    """The /v1/bundle body of docs/design.md."""
     rids = [b"%d" % i for i in r.room_ids]
     uid = b"%d" % r.user_id
     pair_ids = [b"[%s,%s]" % (uid, i) for i in rids] if r.pairs else []

@@ -1,4 +1,4 @@
-"""The HTTP contract of DESIGN.md, against a real `livefeat serve` over the small demo data.
+"""The HTTP contract of docs/design.md, against a real `livefeat serve` over the small demo data.
 
 Tests that write use ids outside the demo data (rooms 500000 and up), each test
 its own, so they share the session's server without seeing each other's rows.
