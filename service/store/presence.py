@@ -1,6 +1,6 @@
 """A Bloom filter of the keys stored under some prefixes (the user x room views).
 
-Most pairs a ranker asks about do not exist (BENCHMARK.md: about 96 of 100),
+Most pairs a ranker asks about do not exist (docs/benchmark-workload.md: about 96 of 100),
 and users are spread so widely that caching "absent" in L1 only floods it:
 without this filter every request paid a RocksDB or Redis lookup for about 100
 absent pairs. A key the filter has never seen is certainly absent; one it has
