@@ -19,6 +19,8 @@ from typing import Any
 from loadtest import stats
 
 WARM_STORES = ("embedded", "redis")
+# The steps towards 0.8 of the echo (docs/benchmark-workload.md): one worker, concurrency 8.
+STEP_VS_ECHO = {"http": 0.4, "grpc": 0.5}
 FIGURES = {  # ratio name -> path of the figure in a run's medians
     "throughput": ("throughput_rps",),
     "p50": ("latency_ms", "p50"),
@@ -111,6 +113,10 @@ def targets(
         per, kind = r["concurrency"], r["kind"]
         if kind == "vs echo" and cases[r["case"]].get("store") in WARM_STORES:
             if "8" in per:
+                step = STEP_VS_ECHO.get(str(cases[r["case"]].get("transport")))
+                if step is not None and cases[r["case"]].get("store") == "embedded":
+                    out.append(_target(f"{key} throughput at concurrency 8 (step)",
+                                       per["8"]["throughput"], step, True))  # fmt: skip
                 out.append(
                     _target(f"{key} throughput at concurrency 8", per["8"]["throughput"], 0.8, True)
                 )
@@ -119,7 +125,7 @@ def targets(
         elif kind == "cold / warm":
             for conc, x in per.items():
                 out.append(
-                    _target(f"{key} throughput at concurrency {conc}", x["throughput"], 0.5, True)
+                    _target(f"{key} throughput at concurrency {conc}", x["throughput"], 0.7, True)
                 )
         elif kind == "500 / 100":
             for conc, x in per.items():
@@ -135,6 +141,16 @@ def targets(
                 out.append(
                     _target(f"{key} p50 latency at concurrency 1", per["1"]["p50"], 3.0, False)
                 )
+    for name, case in cases.items():
+        if case.get("store") != "redis":
+            continue
+        p50 = figure(cases, name, 8, "latency_ms", "p50")
+        p99 = figure(cases, name, 8, "latency_ms", "p99")
+        worst = figure(cases, name, 8, "worst_second_p99_ms")
+        out.append(_target(f"{name} p99 / p50 at concurrency 8", stats.ratio(p99, p50), 3.0,
+                           False))  # fmt: skip
+        out.append(_target(f"{name} worst second's p99 / run p50 at concurrency 8",
+                           stats.ratio(worst, p50), 4.0, False))  # fmt: skip
     if redis_memory is not None:
         mb = redis_memory.get("used_memory_mb")
         limit = float(redis_memory.get("target_mb", 50.0))

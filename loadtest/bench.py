@@ -69,7 +69,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--candidates", type=int, nargs="+", choices=[100, 500], help="keep only these")
     p.add_argument("--duration", type=float, help="seconds per measured run (20; quick 3)")
-    p.add_argument("--warmup", type=float, help="seconds of warm-up before each run (3; quick 0.5)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of warm-up before each run (3, quick too: windows start on a warm L1)",
+    )
     p.add_argument("--repetitions", type=int, help="runs per case and concurrency (3; quick 1)")
     p.add_argument("--concurrency", type=int, nargs="+", help="(1 8 32; quick 1 8)")
     p.add_argument("--requests", type=int, help="pre-encoded requests per set (5000; quick 2000)")

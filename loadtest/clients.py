@@ -77,6 +77,7 @@ class Recorder:
         self.next_index = 0
         self.phase = WARMUP
         self.latencies = array.array("q")
+        self.done_ns = array.array("q")  # completion times, for the per-second view
         self.statuses: Counter[str] = Counter()
         self.body_bytes = 0
         self.warmup_completed = 0
@@ -111,6 +112,7 @@ class Recorder:
     def record(self, latency_ns: int, status: str, body_bytes: int) -> None:
         if self.phase == MEASURE:
             self.latencies.append(latency_ns)
+            self.done_ns.append(time.perf_counter_ns())
             self.statuses[status] += 1
             self.body_bytes += body_bytes
         elif self.phase == WARMUP:
@@ -135,6 +137,7 @@ class Recorder:
             "window_s": window_s,
             "throughput_rps": stats.throughput(completed, window_s),
             "latency_ms": stats.latency_summary(self.latencies) if completed else None,
+            "per_second": stats.per_second(self.latencies, self.done_ns, int(m["t0_ns"])),
             "errors": not_ok + broken + timeouts,
             "status_counts": dict(sorted(self.statuses.items())),
             "connection_errors": dict(self.protocol_errors),
@@ -151,6 +154,7 @@ class Recorder:
         out["backend_cpu_ms_per_request"] = per_request_ms(backend_s, completed)
         out["mean_response_bytes"] = self.body_bytes / completed if completed else None
         out["warmup_requests"] = self.warmup_completed
+        out["worst_second_p99_ms"] = stats.worst_second_p99(out["per_second"])
         return out
 
 

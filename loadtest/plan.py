@@ -157,7 +157,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     plan = Plan(
         quick=quick,
         duration_s=args.duration or (3.0 if quick else 20.0),
-        warmup_s=args.warmup if args.warmup is not None else (0.5 if quick else 3.0),
+        # The same warm-up as a full run: a window then starts on a warm L1 in both.
+        warmup_s=args.warmup if args.warmup is not None else 3.0,
         repetitions=args.repetitions or (1 if quick else 3),
         concurrency=args.concurrency or ([1, 8] if quick else [1, 8, 32]),
         n_requests=args.requests or (2000 if quick else 5000),

@@ -141,3 +141,31 @@ def median_of_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         elif all(v == values[0] for v in values):
             out[key] = values[0]
     return out
+
+
+MIN_REQUESTS_PER_SECOND = 20  # fewer in a second: its p99 says nothing
+
+
+def per_second(
+    latencies_ns: Sequence[int], done_ns: Sequence[int], t0_ns: int
+) -> list[dict[str, Any]]:
+    """Per second of the window (by completion time): requests, p50 and p99 in ms."""
+    buckets: dict[int, list[int]] = {}
+    for latency, done in zip(latencies_ns, done_ns, strict=True):
+        buckets.setdefault((done - t0_ns) // 1_000_000_000, []).append(latency)
+    out = []
+    for second in sorted(buckets):
+        samples = sorted(buckets[second])
+        out.append({
+            "second": second,
+            "requests": len(samples),
+            "p50_ms": percentile(samples, 50, is_sorted=True) / 1e6,
+            "p99_ms": percentile(samples, 99, is_sorted=True) / 1e6,
+        })  # fmt: skip
+    return out
+
+
+def worst_second_p99(seconds: Sequence[Mapping[str, Any]]) -> float | None:
+    """The highest per-second p99 (ms) among seconds with enough requests to have one."""
+    p99s = [s["p99_ms"] for s in seconds if s["requests"] >= MIN_REQUESTS_PER_SECOND]
+    return max(p99s) if p99s else None

@@ -28,7 +28,7 @@ def test_livefeat_case_names_its_server_requests_and_baseline() -> None:
 
 def test_quick_plan() -> None:
     plan = plan_from(bench.parser().parse_args(["--quick"]))
-    assert (plan.duration_s, plan.warmup_s, plan.repetitions, plan.concurrency) == (3, 0.5, 1, [1, 8])  # fmt: skip
+    assert (plan.duration_s, plan.warmup_s, plan.repetitions, plan.concurrency) == (3, 3, 1, [1, 8])  # fmt: skip
     assert plan.redis_rows == "requested" and plan.n_requests == 2000
     assert not plan.redis_memory
     assert plan_from(bench.parser().parse_args(["--quick", "--redis-memory"])).redis_memory

@@ -138,3 +138,19 @@ def test_median_of_runs_with_missing_and_disagreeing_values() -> None:
     ]
     assert stats.median_of_runs(runs) == {"rps": 2.0, "server_cpu": 4.0, "label": "same"}
     assert stats.median_of_runs([{"x": None}]) == {"x": None}
+
+
+def test_per_second_view_and_its_worst_second() -> None:
+    from loadtest.stats import per_second, worst_second_p99
+
+    t0 = 10_000_000_000
+    # second 0: 30 requests of 1 ms; second 1: 29 of 1 ms and one of 50 ms; second 2: 3 slow
+    done = [t0 + i * 10_000_000 for i in range(30)] + [t0 + 1_000_000_000 + i for i in range(30)]
+    lat = [1_000_000] * 59 + [50_000_000]
+    done += [t0 + 2_000_000_000] * 3
+    lat += [90_000_000] * 3
+    seconds = per_second(lat, done, t0)
+    assert [s["second"] for s in seconds] == [0, 1, 2]
+    assert [s["requests"] for s in seconds] == [30, 30, 3]
+    assert seconds[0]["p99_ms"] == 1.0 and seconds[1]["p99_ms"] == 50.0
+    assert worst_second_p99(seconds) == 50.0  # the 3-request second is too thin to count
