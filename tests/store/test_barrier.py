@@ -48,27 +48,30 @@ def slow_down(store: TieredStore[Any], delay_s: float) -> None:
     feed._apply = late  # type: ignore[method-assign]
 
 
-async def stale_reads(redis: RedisServer, tmp: Path, ack_timeout_s: float) -> int:
+async def stale_reads(
+    redis: RedisServer, tmp: Path, ack_timeout_s: float, delay_s: float, rounds: int
+) -> int:
     a, b = replica(redis, tmp / "a", ack_timeout_s), replica(redis, tmp / "b", ack_timeout_s)
-    slow_down(b, 0.05)
+    slow_down(b, delay_s)
     for store in (a, b):
         store.start()
         assert store._feed is not None
         await asyncio.wait_for(store._feed.connected.wait(), 5)
     await asyncio.sleep(0.1)  # both listen on their ack channels
     stale = 0
-    for t in range(1, 11):
+    for t in range(1, rounds + 1):
         await b.get_many([KEY], [decode])  # B caches the value before the push
         await a.put_many([(KEY, value(t))])
         stale += (await b.get_many([KEY], [decode])) != [t]
     for store in (a, b):
-        await store.close()
+        await asyncio.wait_for(store.close(), 30)
     return stale
 
 
 def test_a_push_waits_until_a_slow_replica_has_applied_it(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    assert asyncio.run(stale_reads(redis_server, tmp_path / "barrier", 5.0)) == 0
+    assert asyncio.run(stale_reads(redis_server, tmp_path / "barrier", 10.0, 0.05, 10)) == 0
     redis_server.client().flushall()  # our own server
-    assert asyncio.run(stale_reads(redis_server, tmp_path / "control", 0.0)) == 10
+    # Control: nobody waits, and B applies each message 2 s late: every read is stale.
+    assert asyncio.run(stale_reads(redis_server, tmp_path / "control", 0.0, 2.0, 3)) == 3
