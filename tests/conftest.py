@@ -123,6 +123,26 @@ class LiveServer:
         return self.proc.returncode
 
 
+PORT_TAKEN = "address already in use"
+
+
+def start_live(
+    data_dir: Path, log_dir: Path, extra_args: Sequence[str], started: list[LiveServer]
+) -> LiveServer:
+    """A ready LiveServer; started again on other ports if one of its free ports was
+    taken between choosing it and binding it (other processes share the machine)."""
+    for attempt in range(3):
+        server = LiveServer(data_dir, log_dir, extra_args)
+        started.append(server)
+        try:
+            server.wait_ready()
+            return server
+        except pytest.fail.Exception:
+            if attempt == 2 or server.proc.poll() is None or PORT_TAKEN not in server.stderr():
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir holding the small demo workload, loaded once by the real CLI. Copy it."""
@@ -158,10 +178,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
 
     def start(data_dir: Path, *extra_args: str) -> LiveServer:
-        server = LiveServer(data_dir, tmp_path / "logs", extra_args)
-        started.append(server)
-        server.wait_ready()
-        return server
+        return start_live(data_dir, tmp_path / "logs", extra_args, started)
 
     yield start
     for server in started:
@@ -172,12 +189,12 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 def server(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The session's server over its own copy of the demo data."""
     root = tmp_path_factory.mktemp("session-server")
-    live = LiveServer(copy_data_dir(demo_template, root / "data"), root / "logs")
+    started: list[LiveServer] = []
     try:
-        live.wait_ready()
-        yield live
+        yield start_live(copy_data_dir(demo_template, root / "data"), root / "logs", (), started)
     finally:
-        live.stop()
+        for live in started:
+            live.stop()
 
 
 @pytest.fixture(scope="session")
