@@ -88,6 +88,7 @@ async def write_report(settings: Settings, options: ReportOptions) -> dict[str, 
         "views": views,
         "served": _served_section(served_log, registry, figures) if served_log else None,
     }
+    document["plots"] = sorted(figures)  # what report.html shows (checked by tests and CI)
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "report.json").write_bytes(
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)

@@ -29,7 +29,7 @@ MAX_VALUES = 100_000
 MAX_ERRORS_SHOWN = 5
 # Bucket widths tried in order: the first that gives at most MAX_BUCKETS buckets.
 BUCKET_WIDTHS_S = (1, 10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
-MAX_BUCKETS = 60
+MAX_BUCKETS = 30
 
 
 @dataclass
@@ -81,12 +81,16 @@ class ServedLog:
         return next((w for w in BUCKET_WIDTHS_S if span_s / w <= MAX_BUCKETS), BUCKET_WIDTHS_S[-1])
 
     def status_series(self, view: str) -> dict[str, Any]:
-        """Status counts of `view` per time bucket: {"width_s", "start_ms": [..], STATUS: [..]}."""
+        """Status counts of `view` per time bucket: {"width_s", "start_ms": [..], STATUS: [..]}.
+
+        Buckets start at the first record of the log; empty buckets are left out.
+        """
         width = self.bucket_width_s()
+        origin = (self.first_ms or 0) // 1000
         buckets: dict[int, Counter[str]] = defaultdict(Counter)
         for (v, second), counts in self.per_second.items():
             if v == view:
-                buckets[second // width * width] += counts
+                buckets[origin + (second - origin) // width * width] += counts
         starts = sorted(buckets)
         statuses = ("FOUND", "STALE", "DEFAULTED", "UNAVAILABLE")
         out: dict[str, Any] = {"width_s": width, "start_ms": [s * 1000 for s in starts]}
