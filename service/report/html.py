@@ -129,6 +129,7 @@ def render(doc: dict[str, Any], figures: dict[str, str]) -> str:
     views = "".join(_view(name, v, figures) for name, v in doc["views"].items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>livefeat report {when}</title>
+<link rel="icon" href="data:,">
 <style>{CSS}</style></head><body>
 <h1>livefeat feature report</h1>
 <p>{when}; registry <code>{escape(doc["registry"])}</code>; tiers {" &gt; ".join(doc["tiers"])};

@@ -54,10 +54,9 @@ async function lookupEntity(view, idText) {
     throw new Error("id: expected an integer id, or user_id:room_id");
   }
   const id = parts.length === 2 ? parts.map(Number) : Number(parts[0]);
-  const [features, debug] = await Promise.all([
-    call("POST", "/v1/features", { view, ids: [id] }),
-    call("GET", `/debug/entity/${encodeURIComponent(view)}/${idText}`),
-  ]);
+  // The tiers first: the first one holding the row is the one the read below is answered by.
+  const debug = await call("GET", `/debug/entity/${encodeURIComponent(view)}/${idText}`);
+  const features = await call("POST", "/v1/features", { view, ids: [id] });
   const row = features.rows[0];
   const from = answered(debug.tiers);
   const table = el("table", { id: "entity-features" },
