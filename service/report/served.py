@@ -141,6 +141,13 @@ def _lines(path: Path, progress: Callable[[int], Any]) -> Iterator[tuple[int, by
                 yield number, line
 
 
+def _parse(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+
+
 def read_served(files: Sequence[Path], progress: Callable[[int], Any]) -> ServedLog:
     """Fold every record of `files`; `progress` gets bytes read. Raises LivefeatError
     if a file cannot be read."""
@@ -149,8 +156,8 @@ def read_served(files: Sequence[Path], progress: Callable[[int], Any]) -> Served
         try:
             for number, line in _lines(path, progress):
                 try:
-                    log.add(orjson.loads(line))
-                except (orjson.JSONDecodeError, ValueError) as exc:
+                    log.add(_parse(line))
+                except ValueError as exc:
                     log.bad_lines += 1
                     if len(log.errors) < MAX_ERRORS_SHOWN:
                         log.errors.append(f"{path}:{number}: {exc}")
