@@ -6,6 +6,7 @@ statuses and ages in the report are the ones a ranker would get.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,11 +91,19 @@ async def write_report(settings: Settings, options: ReportOptions) -> dict[str, 
     }
     document["plots"] = sorted(figures)  # what report.html shows (checked by tests and CI)
     options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "report.json").write_bytes(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    _replace(options.out / "report.html", render(document, figures).encode())
+    _replace(
+        options.out / "report.json",
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY),
     )
-    (options.out / "report.html").write_text(render(document, figures))
     return document
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Write `path` whole or not at all: a serving process reading it never sees half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
 
 
 def _read_offline(plan: ViewPlan, path: Path) -> OfflineView:
