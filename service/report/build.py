@@ -24,7 +24,7 @@ from service.errors import LivefeatError
 from service.report import plots, served, skew, stats
 from service.report.html import render
 from service.report.offline import OfflineView, read_offline
-from service.report.sample import SampledRows, choose, read_rows, stored_ids
+from service.report.sample import SampledRows, choose, parse_key, read_rows, stored_keys
 from service.settings import Settings
 
 FORMAT = 1
@@ -130,8 +130,13 @@ async def _view(
     options: ReportOptions,
     figures: dict[str, str],
 ) -> dict[str, Any]:
-    ids = offline.ids if offline is not None else await stored_ids(core.store, plan)
-    chosen = choose(ids, options.sample, options.seed)
+    if offline is not None:
+        population = len(offline.ids)
+        chosen = choose(offline.ids, options.sample, options.seed)
+    else:
+        keys = await stored_keys(core.store, plan)
+        population = len(keys)
+        chosen = [parse_key(plan, k) for k in choose(keys, options.sample, options.seed)]
     with tqdm(total=len(chosen), unit="ids", unit_scale=True, desc=f"read {plan.name}",
               disable=None) as bar:  # fmt: skip
         rows = await read_rows(core, plan, chosen, bar.update)
@@ -156,7 +161,7 @@ async def _view(
             "rows": offline.rows_read,
             "entities": len(offline.ids),
         },
-        "population": len(ids),
+        "population": population,
         "sampled": len(chosen),
         "status": stats.status_shares(rows.statuses),
         "age_ms": age,

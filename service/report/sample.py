@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -22,6 +22,7 @@ from service.core.service import FeatureService
 from service.store.tiered import TieredStore
 
 Id = int | tuple[int, int]
+T = TypeVar("T")
 READ_BATCH = 1000  # ids per core call: under the default limit of 2,000 per request
 
 
@@ -63,15 +64,19 @@ def parse_key(plan: ViewPlan, key: bytes) -> Id:
     return ids if len(ids) == 2 else ids[0]  # type: ignore[return-value]
 
 
-async def stored_ids(store: TieredStore[Any], plan: ViewPlan) -> list[Id]:
-    """The distinct ids stored for `plan` in any durable tier, sorted."""
-    seen: set[Id] = set()
+async def stored_keys(store: TieredStore[Any], plan: ViewPlan) -> list[bytes]:
+    """The distinct keys stored for `plan` in any durable tier, sorted (as bytes).
+
+    Keys, not ids: parsing and sorting a million (user, room) tuples took 15 s
+    here; the keys' bytes sort in C, and only the sampled ones are parsed.
+    """
+    seen: set[bytes] = set()
     async for keys in scan_view_keys(store, plan.key_prefix):
-        seen.update(parse_key(plan, k) for k in keys)
-    return sorted(seen)  # type: ignore[type-var]
+        seen.update(keys)
+    return sorted(seen)
 
 
-def choose(ids: Sequence[Id], n: int, seed: int) -> list[Id]:
+def choose(ids: Sequence[T], n: int, seed: int) -> list[T]:
     """`n` of `ids` (all if fewer), drawn without replacement; the same for the same seed.
 
     `ids` must be sorted and distinct for the draw not to depend on their order.
