@@ -20,7 +20,7 @@ from tqdm import tqdm
 from service.core.codec import Feature
 from service.core.registry import Registry, ViewPlan, load_registry
 from service.core.service import FeatureService
-from service.errors import LivefeatError
+from service.errors import DataDirBusy, LivefeatError
 from service.report import plots, served, skew, stats
 from service.report.html import render
 from service.report.offline import OfflineView, read_offline
@@ -69,7 +69,13 @@ async def write_report(settings: Settings, options: ReportOptions) -> dict[str, 
                for view, path in options.offline.items()}  # fmt: skip
     served_log = _read_served(options.served) if options.served else None
     started = time.time()
-    core = build_core(settings, registry)
+    try:
+        core = build_core(settings, registry)
+    except DataDirBusy:
+        raise LivefeatError(
+            f"--data-dir {settings.data_dir}: in use by a running livefeat; give the report a "
+            "data dir of its own with --redis-url, or a copy (livefeat snapshot, restore)"
+        ) from None
     figures: dict[str, str] = {}
     try:
         views = {name: await _view(core, plan, offline.get(name), options, figures)

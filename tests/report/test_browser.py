@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveServer
 from tests.report import dataset
-from tests.report.conftest import ReportRun
+from tests.report.conftest import ReportRun, run_livefeat
 
 pytestmark = pytest.mark.process
 
@@ -165,3 +165,11 @@ def test_report_gauges_follow_report_json(live: LiveServer, report_run: ReportRu
     assert got[("livefeat_report_generated_timestamp_seconds", None)] == pytest.approx(
         report_run.doc["generated_ms"] / 1000
     )
+
+
+def test_report_refuses_a_data_dir_in_use(live: LiveServer, report_run: ReportRun) -> None:
+    done = run_livefeat("report", "--registry", str(report_run.data.registry), "--data-dir",
+                        str(live.data_dir), "--out", str(report_run.out.parent / "busy"))  # fmt: skip
+    assert done.returncode == 2
+    assert f"--data-dir {live.data_dir}: in use by a running livefeat" in done.stderr
+    assert not (report_run.out.parent / "busy" / "report.json").exists()
