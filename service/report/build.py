@@ -93,7 +93,7 @@ async def write_report(settings: Settings, options: ReportOptions) -> dict[str, 
         "seed": options.seed,
         "thresholds": skew.THRESHOLDS,
         "views": views,
-        "served": _served_section(served_log, registry, figures) if served_log else None,
+        "served": served_section(served_log, registry, figures) if served_log else None,
     }
     document["plots"] = sorted(figures)  # what report.html shows (checked by tests and CI)
     options.out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +218,15 @@ def _feature(
     return out
 
 
+def _served_values(f: Feature, values: list[Any]) -> dict[str, Any]:
+    """The distribution of a feature's served values, or why there is none: the log is
+    written by other processes (maybe under another registry), its values are not trusted."""
+    try:
+        return stats.feature_summary(f, values)
+    except (ValueError, TypeError):
+        return {"type": f.type, "error": f"served values are not all {f.type}"}
+
+
 def _worst(features: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for measure in ("psi", "ks", "mismatch"):
@@ -227,9 +236,10 @@ def _worst(features: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def _served_section(
+def served_section(
     log: served.ServedLog, registry: Registry, figures: dict[str, str]
 ) -> dict[str, Any]:
+    """The `served` part of report.json; adds a status-over-time plot per view to `figures`."""
     views: dict[str, Any] = {}
     for view in log.views():
         series = log.status_series(view)
@@ -240,7 +250,7 @@ def _served_section(
         for f in plan.codec.features if plan else []:
             got = log.values.get(f"{view}.{f.name}", [])
             if got:
-                features[f.name] = stats.feature_summary(f, got)
+                features[f.name] = _served_values(f, got)
         views[view] = {
             "known_view": plan is not None,
             "status": {s: c / n for s, c in totals.items()},

@@ -7,9 +7,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from service.core.registry import parse_registry
 from service.errors import LivefeatError
-from service.report.served import read_served, served_files
-from tests.report.dataset import served_record
+from service.report.build import served_section
+from service.report.served import ServedLog, read_served, served_files
+from tests.report.dataset import REGISTRY, served_record
 
 
 def write(path: Path, lines: list[bytes]) -> Path:
@@ -55,3 +57,23 @@ def test_bad_lines_are_counted_and_named(tmp_path: Path, line: bytes, reason: st
 def test_a_missing_path_is_named(tmp_path: Path) -> None:
     with pytest.raises(LivefeatError, match=r"--served .*nope: no such file or directory"):
         served_files([tmp_path / "nope"])
+
+
+def test_served_values_of_the_wrong_type_are_reported_not_fatal() -> None:
+    registry = parse_registry(REGISTRY)
+    good = served_record(1_764_000_000_000, 1, "FOUND", 5)
+    bad = served_record(1_764_000_001_000, 2, "FOUND", 6)
+    bad["rooms"][0]["features"]["room_stats.viewer_count"] = "many"
+    bad["rooms"][0]["status"]["other_view"] = "FOUND"  # a view this registry does not know
+    log = ServedLog()
+    log.add(good)
+    log.add(bad)
+    figures: dict[str, str] = {}
+    got = served_section(log, registry, figures)
+    rooms = got["views"]["room_stats"]
+    assert rooms["features"]["viewer_count"] == {
+        "type": "int64", "error": "served values are not all int64"}  # fmt: skip
+    assert got["views"]["other_view"]["known_view"] is False
+    assert rooms["status"]["FOUND"] == 1.0
+    assert {"served/room_stats", "served/other_view"} <= set(figures)
+    assert all(svg.startswith("<svg") for svg in figures.values())
