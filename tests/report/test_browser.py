@@ -142,11 +142,18 @@ def test_console_bundle_colours_each_status(
         assert badge.get_attribute("data-status") == status
         colour = badge.evaluate("e => getComputedStyle(e).backgroundColor")
         assert colour != "rgba(0, 0, 0, 0)"
+    assert "no user views" in pg.locator("#bundle-result").text_content()
+    screenshot(pg, "console-bundle.png")
+    # An id opens that entity, tier by tier.
+    pg.click(f"table[data-role=rooms] tr[data-id='{by_status['STALE']}'] button")
+    pg.wait_for_selector("#entity-result")
+    assert pg.locator("#entity-result [data-status]").get_attribute("data-status") == "STALE"
+    assert pg.locator(".tiers tr[data-tier=rocksdb]").count() == 1
     # A bad id is named, not a crash.
     pg.fill("#bundle-rooms", "1 x")
     pg.click("#bundle-form button")
     assert "room_ids" in pg.locator("#error").text_content()
-    screenshot(pg, "console-bundle.png")
+    assert pg.locator("#entity-result").count() == 0
     assert errors == []
 
 

@@ -71,9 +71,9 @@ async function lookupEntity(view, idText) {
 }
 
 function roleTable(role, entities) {
-  if (!entities.length) return el("p", {}, `no ${role}`);
+  const views = entities.length ? Object.keys(entities[0].status) : [];
+  if (!views.length) return el("p", {}, `no ${role} views in this bundle`);
   const names = Object.keys(entities[0].features);
-  const views = Object.keys(entities[0].status);
   const head = el("tr", {}, el("th", {}, "id"), ...views.map((v) => el("th", {}, v)),
     ...names.map((n) => el("th", {}, n)));
   const rows = entities.map((e) => {
@@ -102,6 +102,7 @@ async function run(lookup) {
   try {
     $("result").replaceChildren(await lookup());
   } catch (err) {
+    $("result").replaceChildren();  // what is left would look like the answer to this lookup
     fail(err.message);
   }
 }
