@@ -93,10 +93,12 @@ def _report_parser(sub: Any) -> None:
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
-    from service.report.build import ReportOptions, parse_offline, write_report
+    from service.report.options import ReportOptions, parse_offline
 
     offline = parse_offline(args.offline, load_registry(settings.registry))
     options = ReportOptions(args.out, offline, args.served or [], args.sample, args.seed)
+    from service.report.build import write_report  # numpy, matplotlib, the serving stack
+
     started = time.perf_counter()
     doc = asyncio.run(write_report(settings, options))
     flagged = [f"{v}.{f}" for v, view in doc["views"].items() for f in view["flagged"]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from service.errors import DataDirBusy, LivefeatError
 from service.report import plots, served, skew, stats
 from service.report.html import render
 from service.report.offline import OfflineView, read_offline
+from service.report.options import ReportOptions
 from service.report.sample import SampledRows, choose, parse_key, read_rows, stored_keys
 from service.settings import Settings
 
@@ -31,44 +31,18 @@ FORMAT = 1
 STORED = ("FOUND", "STALE")
 
 
-@dataclass(frozen=True)
-class ReportOptions:
-    """What `livefeat report` was asked for."""
-
-    out: Path
-    offline: dict[str, Path] = field(default_factory=dict)
-    served: list[Path] = field(default_factory=list)
-    sample: int = 10_000
-    seed: int = 0
-
-
-def parse_offline(specs: list[str] | None, registry: Registry) -> dict[str, Path]:
-    """`VIEW=FILE.parquet` flags as {view: path}. Raises LivefeatError naming the flag."""
-    out: dict[str, Path] = {}
-    for spec in specs or []:
-        view, sep, path = spec.partition("=")
-        if not sep or not view or not path:
-            raise LivefeatError(f"--offline {spec!r}: expected VIEW=FILE.parquet")
-        if view not in registry.views:
-            raise LivefeatError(f"--offline {spec!r}: no view {view!r} in {registry.path}")
-        out[view] = Path(path)
-    return out
-
-
 async def write_report(settings: Settings, options: ReportOptions) -> dict[str, Any]:
     """Measure every view, write OUT/report.json and OUT/report.html; return the JSON document.
 
     Raises LivefeatError (a bad flag, an unreadable file, a busy data dir).
     """
-    from service.server import build_core  # the serving stack: only when a report runs
-
-    if options.sample < 1:
-        raise LivefeatError(f"--sample {options.sample}: expected at least 1")
     registry = load_registry(settings.registry)
     offline = {view: _read_offline(registry.views[view], path)
                for view, path in options.offline.items()}  # fmt: skip
     served_log = _read_served(options.served) if options.served else None
     started = time.time()
+    from service.server import build_core  # the serving stack, once the inputs are read
+
     try:
         core = build_core(settings, registry)
     except DataDirBusy:

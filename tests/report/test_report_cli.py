@@ -91,12 +91,16 @@ def test_served_log_status_over_time(report_run: ReportRun) -> None:
     assert rooms["features"]["viewer_count"]["mean"] == pytest.approx(100 + 5.5)
 
 
-def test_same_seed_same_report_and_plots_listed(report_run: ReportRun, tmp_path: Path) -> None:
+def test_same_seed_same_report_fail_on_skew_and_plots_listed(
+    report_run: ReportRun, tmp_path: Path
+) -> None:
     data = report_run.data
     done = run_livefeat("report", "--registry", str(data.registry), "--data-dir",
                         str(report_run.data_dir), "--out", str(tmp_path), "--sample", str(SAMPLE),
-                        "--seed", str(SEED), "--offline", f"room_stats={data.offline}")  # fmt: skip
-    assert done.returncode == 0, done.stderr
+                        "--seed", str(SEED), "--offline", f"room_stats={data.offline}",
+                        "--fail-on-skew")  # fmt: skip
+    assert done.returncode == 1, done.stderr  # --fail-on-skew: score is flagged
+    assert "flagged: room_stats.score" in done.stdout
     again = orjson.loads((tmp_path / "report.json").read_bytes())["views"]["room_stats"]
     first = report_run.doc["views"]["room_stats"]
     assert again["status"] == first["status"]
@@ -107,15 +111,6 @@ def test_same_seed_same_report_and_plots_listed(report_run: ReportRun, tmp_path:
             assert f"{view}/{name}" in plots
         assert f"{view}/age" in plots
     assert {"status", "served/room_stats"} <= plots
-
-
-def test_fail_on_skew_exits_1(report_run: ReportRun, tmp_path: Path) -> None:
-    data = report_run.data
-    done = run_livefeat("report", "--registry", str(data.registry), "--data-dir",
-                        str(report_run.data_dir), "--out", str(tmp_path), "--sample", "300",
-                        "--offline", f"room_stats={data.offline}", "--fail-on-skew")  # fmt: skip
-    assert done.returncode == 1, done.stderr
-    assert "flagged: room_stats.score" in done.stdout
 
 
 @pytest.mark.parametrize(
