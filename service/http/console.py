@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -57,7 +58,7 @@ class ReportGauges:
         if stamp is not None:
             try:
                 self._set(orjson.loads(self.path.read_bytes()))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 self._clear()
                 log.warning("report.json not usable: %s: %s", self.path, exc)
 
@@ -68,15 +69,13 @@ class ReportGauges:
         metrics.REPORT_GENERATED_SECONDS.set(0)
 
     @staticmethod
-    def _set(doc: dict[str, object]) -> None:
-        views = doc["views"]
-        assert isinstance(views, dict)
-        for name, view in views.items():
+    def _set(doc: dict[str, Any]) -> None:
+        for name, view in doc["views"].items():
             psi = view["worst"]["psi"]
             if psi is not None:
                 metrics.REPORT_WORST_PSI.labels(name).set(psi)
             metrics.REPORT_FLAGGED_FEATURES.labels(name).set(len(view["flagged"]))
-        metrics.REPORT_GENERATED_SECONDS.set(float(doc["generated_ms"]) / 1000)  # type: ignore[arg-type]
+        metrics.REPORT_GENERATED_SECONDS.set(doc["generated_ms"] / 1000)
 
 
 def _asset(name: str) -> bytes:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.core.registry import ViewPlan
-from service.load import _ms, check_file, iter_batches
+from service.load import check_file, iter_batches
 from service.report.sample import Id
 
 BATCH_ROWS = 65_536
@@ -56,7 +56,7 @@ def read_offline(plan: ViewPlan, path: Path, progress: Callable[[int], Any]) -> 
     if table is None or table.num_rows == 0:
         return OfflineView(path, 0, [], {f.name: [] for f in plan.codec.features})
     keys = [table.column(k).to_numpy().astype(np.int64) for k in plan.key_columns]
-    event_ms = _ms(table.column("event_time").combine_chunks()).to_numpy()
+    event_ms = _event_ms(table.column("event_time").combine_chunks())
     # Sort by key, then event time, then file position: the last row of each key
     # is its newest (of equal event times the later one; a load may keep either).
     order = np.lexsort((np.arange(len(event_ms)), event_ms, *reversed(keys)))
@@ -75,6 +75,13 @@ def read_offline(plan: ViewPlan, path: Path, progress: Callable[[int], Any]) -> 
     picked = table.take(pa.array(take))
     columns = {f.name: _column(picked.column(f.name), f) for f in plan.codec.features}
     return OfflineView(path, table.num_rows, ids, columns)
+
+
+def _event_ms(col: pa.Array) -> np.ndarray:
+    """Event times as int64 ms, as a load reads them (timestamps of any unit floored to ms)."""
+    if pa.types.is_timestamp(col.type):
+        col = pc.cast(col, pa.timestamp("ms"), safe=False)
+    return col.cast(pa.int64()).to_numpy()
 
 
 def _column(col: pa.ChunkedArray, feature: Any) -> Any:
