@@ -42,8 +42,8 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check service tests loadtest hatch_build.py
 	$(BIN)/mypy service
 
-test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers)
-	scripts/system-deps.sh redis
+test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers and a headless chromium)
+	scripts/system-deps.sh redis chromium
 	$(BIN)/pytest --durations=25
 
 bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}

@@ -1,4 +1,4 @@
-"""The command line: `livefeat serve`, `livefeat load`, `livefeat demo`, `livefeat get`.
+"""The command line: `livefeat serve`, `load`, `demo`, `get`, `snapshot`, `restore`, `report`.
 
 Every flag also reads from its LIVEFEAT_* environment variable (settings.py);
 a flag given on the command line wins.
@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-host", help="(LIVEFEAT_HTTP_HOST, default 0.0.0.0)")
     serve.add_argument("--http-port", type=int, help="(LIVEFEAT_HTTP_PORT, default 8080)")
     serve.add_argument("--grpc-port", type=int, help="(LIVEFEAT_GRPC_PORT, default 50051)")
+    serve.add_argument("--report-dir", type=Path,
+                       help="serve DIR/report.html at /ui/report (LIVEFEAT_REPORT_DIR)")  # fmt: skip
     serve.add_argument("--drain-delay-s", type=float, default=1.0,
                        help="on SIGTERM, seconds between readiness false and closing the ports")  # fmt: skip
     load = sub.add_parser("load", help="load a Parquet file into one view")
@@ -69,10 +71,41 @@ def parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", help="write the data dir's RocksDB as SST files (live ok)")
     snap.add_argument("out", type=Path, help="a new, empty directory")
     snap.add_argument("--data-dir", type=Path, help="(LIVEFEAT_DATA_DIR)")
+    _report_parser(sub)
     rest = sub.add_parser("restore", help="fill a data dir (no service on it) from a snapshot")
     rest.add_argument("snapshot", type=Path)
     rest.add_argument("--data-dir", type=Path, help="(LIVEFEAT_DATA_DIR)")
     return top
+
+
+def _report_parser(sub: Any) -> None:
+    report = sub.add_parser("report", help="feature quality and skew: OUT/report.{html,json}")
+    _common(report)
+    report.add_argument("--out", type=Path, required=True, help="directory for the report")
+    report.add_argument("--offline", action="append", metavar="VIEW=FILE.parquet",
+                        help="training data of a view (the load format); repeatable")  # fmt: skip
+    report.add_argument("--served", action="append", type=Path, metavar="FILE_OR_DIR",
+                        help="served-feature log (*.jsonl files); repeatable")  # fmt: skip
+    report.add_argument("--sample", type=int, default=10_000, help="ids per view (10,000)")
+    report.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    report.add_argument("--fail-on-skew", action="store_true",
+                        help="exit 1 when a feature is flagged (CI gates)")  # fmt: skip
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from service.report.options import ReportOptions, parse_offline
+
+    offline = parse_offline(args.offline, load_registry(settings.registry))
+    options = ReportOptions(args.out, offline, args.served or [], args.sample, args.seed)
+    from service.report.build import write_report  # numpy, matplotlib, the serving stack
+
+    started = time.perf_counter()
+    doc = asyncio.run(write_report(settings, options))
+    flagged = [f"{v}.{f}" for v, view in doc["views"].items() for f in view["flagged"]]
+    print(f"report: {len(doc['views'])} views in {time.perf_counter() - started:.1f} s -> "
+          f"{args.out / 'report.html'}, {args.out / 'report.json'}; "
+          f"flagged: {', '.join(flagged) or 'none'}")  # fmt: skip
+    return 1 if flagged and args.fail_on_skew else 0
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -99,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(_load(settings, args.view, args.file, batch_rows)))
         elif args.command == "get":
             print(_get(args.server, args.user_id, args.room_ids, args.bundle, args.timeout_s))
+        elif args.command == "report":
+            return _report(settings, args)
         elif args.command in ("snapshot", "restore"):
             print(_snapshot_or_restore(settings, args))
         else:

@@ -128,3 +128,22 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 200, 500, 1000, 2000),
     registry=REGISTRY,
 )
+# The last `livefeat report` (report.json in LIVEFEAT_REPORT_DIR), re-read when
+# scraped if the file changed (service/http/console.py).
+REPORT_WORST_PSI = Gauge(
+    "livefeat_report_worst_psi",
+    "Largest PSI (offline against served values) over a view's features in the last report.",
+    ["view"],
+    registry=REGISTRY,
+)
+REPORT_FLAGGED_FEATURES = Gauge(
+    "livefeat_report_flagged_features",
+    "Features of a view over a skew threshold (PSI, KS or mismatch) in the last report.",
+    ["view"],
+    registry=REGISTRY,
+)
+REPORT_GENERATED_SECONDS = Gauge(
+    "livefeat_report_generated_timestamp_seconds",
+    "When the last report was generated (Unix seconds); 0 without a report.",
+    registry=REGISTRY,
+)

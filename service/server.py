@@ -111,7 +111,7 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     core = build_core(settings)
     core.store.start()  # change feed, presence filter
     try:
-        app = create_app(core, settings.max_body_bytes)
+        app = create_app(core, settings.max_body_bytes, settings.report_dir)
         http = _HttpServer(_http_config(app, settings))
         rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes)
         with _Signals() as signals:

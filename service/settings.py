@@ -43,3 +43,6 @@ class Settings(BaseSettings):
     load_max_rows_per_s: float | None = Field(default=None, ge=0)
     load_serving_rows_per_s: float = Field(default=10_000, gt=0)
     log_level: str = "info"
+    # `serve`: the directory `livefeat report --out` writes; shown at /ui/report, and
+    # its report.json's worst skew exported as metrics. None: no report served.
+    report_dir: Path | None = None

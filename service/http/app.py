@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from service.errors import (
     TooLarge,
 )
 from service.http import schemas
+from service.http.console import add_console
 from service.http.encode import encode_bundle, encode_features
 from service.http.hot import HotRoutes
 from service.http.middleware import MetricsMiddleware
@@ -87,11 +89,17 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return _json(body, 500)
 
 
-def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
-    """The HTTP front end over `core`. `app.state.draining` turns /readyz false."""
+def create_app(
+    core: FeatureService, max_body_bytes: int = 8 << 20, report_dir: Path | None = None
+) -> FastAPI:
+    """The HTTP front end over `core`. `app.state.draining` turns /readyz false.
+
+    `report_dir`: where `livefeat report` writes; served at /ui/report (console.py).
+    """
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
     bundle_sizes = metrics.BATCH_SIZE.labels("/v1/bundle")  # bound once, not per request
+    refresh_report_gauges = add_console(app, report_dir)  # /ui, /ui/report
 
     @app.exception_handler(LivefeatError)
     async def _livefeat_error(request: Request, exc: LivefeatError) -> Response:
@@ -170,6 +178,7 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
+        refresh_report_gauges()
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     # Innermost first: the hot routes skip FastAPI's routing (hot.py) but not the

@@ -270,3 +270,59 @@ def test_prod_uses_redis_cluster_from_a_secret_and_more_pods(
     assert zone["whenUnsatisfiable"] == "DoNotSchedule"
     image = livefeat_container(prod)["image"]
     assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+
+
+def report_container(objs: list[Obj]) -> Obj:
+    cronjob = find(objs, "CronJob", "livefeat-report")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_report_cronjob_reads_what_the_pods_read(overlay: tuple[str, list[Obj]]) -> None:
+    name, objs = overlay
+    cronjob = find(objs, "CronJob", "livefeat-report")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = report_container(objs)
+    args = container["args"]
+    assert args[0] == "report"
+    server_env = config_env(objs, livefeat_container(objs))
+    report_env = config_env(objs, container)
+    assert report_env["LIVEFEAT_REDIS_URL"] == server_env["LIVEFEAT_REDIS_URL"], name
+    assert report_env["LIVEFEAT_REGISTRY"] == server_env["LIVEFEAT_REGISTRY"]
+    assert container["image"] == livefeat_container(objs)["image"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    out = Path(args[args.index("--out") + 1])
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}  # fmt: skip
+    assert claims[mounts[str(out.parent)]] == "livefeat-reports"
+    find(objs, "PersistentVolumeClaim", "livefeat-reports")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "/tmp" in mounts  # matplotlib's cache (MPLCONFIGDIR) and temporary files
+    # Not a serving pod: neither the Service nor the PDB selects it.
+    labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not selects(find(objs, "Service", "livefeat")["spec"]["selector"], labels)
+    pdb = find(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert not selects(pdb, labels)
+
+
+def test_report_serving_component_mounts_the_reports(tmp_path: Path) -> None:
+    rel = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [f"{rel}/overlays/prod"],
+        "components": [f"{rel}/components/report-serving"],
+    }))  # fmt: skip
+    objs = render(tmp_path)
+    for obj in objs:
+        if (obj["apiVersion"], obj["kind"]) not in OPERATOR_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+    container = livefeat_container(objs)
+    env = config_env(objs, container)
+    args = report_container(objs)["args"]
+    assert env["LIVEFEAT_REPORT_DIR"] == args[args.index("--out") + 1]
+    assert "LIVEFEAT_REPORT_DIR" in SETTINGS_ENV
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "reports")
+    assert mount["readOnly"] is True and env["LIVEFEAT_REPORT_DIR"].startswith(mount["mountPath"])
+    claim = find(objs, "PersistentVolumeClaim", "livefeat-reports")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
