@@ -247,7 +247,8 @@ class FeatureService:
         if not checked:
             return PushResult(0, 0)
         async with self._write_lock:
-            partial = list({key: 0 for key, _, v in checked if len(v) < len(codec.features)})
+            n_features = len(codec.features)
+            partial = list({key: 0 for key, _, v in checked if len(v) < n_features})
             stored = dict(zip(partial, await self.store.get_stored(partial), strict=True))
             # key -> (event time, values, rows applied); -1: nothing stored (as far as known)
             state: dict[bytes, tuple[int, dict[str, Any], int]] = {}
@@ -262,7 +263,8 @@ class FeatureService:
                         now = (before, {**codec.default_values, **old}, 0)
                     state[key] = now
                 if event_time_ms > now[0]:
-                    state[key] = (event_time_ms, {**now[1], **values}, now[2] + 1)
+                    full = values if len(values) == n_features else {**now[1], **values}
+                    state[key] = (event_time_ms, full, now[2] + 1)
             applied = [(key, n) for key, (_, _, n) in state.items() if n]
             items = [(key, codec.encode(state[key][0], state[key][1])) for key, _ in applied]
             flags = await self.store.put_many(items, notify_values=notify_values) if items else []
