@@ -3,8 +3,8 @@
 A dead letter is the original record (key and value bytes unchanged, its headers
 kept) with headers added: `livefeat-reason`, `livefeat-field`, `livefeat-detail`,
 `livefeat-source-topic`, `livefeat-source-partition`, `livefeat-source-offset`.
-Sends are started as messages are checked and awaited together (`flush`) before
-the batch is committed, so a dead letter is never lost to a crash.
+A batch's dead letters are sent together and acknowledged before the batch is
+committed, so a dead letter is never lost to a crash.
 """
 
 from __future__ import annotations
@@ -42,32 +42,25 @@ class DeadLetters:
             raise ValueError("a dead-letter topic needs a producer, and only it")
         self.producer = producer
         self.topic = topic
-        self._pending: list[tuple[Any, BadMessage]] = []
 
     def __repr__(self) -> str:
-        return f"<DeadLetters {self.topic or 'log only'}, {len(self._pending)} pending>"
+        return f"<DeadLetters {self.topic or 'log only'}>"
 
-    def add(self, record: Any, bad: BadMessage) -> None:
-        """Queue one refused record (sent by the next `flush`)."""
-        if self.topic is None:
-            log.warning("bad message %s[%d]@%d: %s %s: %s", record.topic, record.partition,
-                        record.offset, bad.reason, bad.field, bad.detail)  # fmt: skip
+    async def send(self, letters: list[tuple[Any, BadMessage]]) -> None:
+        """Send refused records with why (or log them when there is no topic) and wait for
+        the broker's acks. Raises KafkaError; a retry sends them all again (a dead letter
+        may then be there twice: at least once)."""
+        if self.producer is None or self.topic is None:
+            for record, bad in letters:
+                log.warning("bad message %s[%d]@%d: %s %s: %s", record.topic, record.partition,
+                            record.offset, bad.reason, bad.field, bad.detail)  # fmt: skip
             return
-        self._pending.append((record, bad))
-
-    async def flush(self) -> None:
-        """Send what was queued and wait for the broker's acks. Raises KafkaError
-        (the queued letters stay queued: a retry sends them again)."""
-        if self.producer is None or not self._pending:
-            return
-        assert self.topic is not None
         futures = [
             await self.producer.send(
                 self.topic, record.value, key=record.key, headers=dead_letter_headers(record, bad)
             )
-            for record, bad in self._pending
+            for record, bad in letters
         ]
         await asyncio.gather(*futures)
-        for record, _ in self._pending:
+        for record, _ in letters:
             metrics.KAFKA_DEAD_LETTERED.labels(record.topic).inc()
-        self._pending.clear()

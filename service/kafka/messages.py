@@ -66,6 +66,8 @@ class MessageParser:
         self._clock_ms = clock_ms
         self._features = {f.name: f for f in plan.codec.features}
         self._keys = plan.key_columns
+        self._kinds: dict[str, str] = {f.name: _KIND[f.type] for f in plan.codec.features}
+        self._kinds.update(dict.fromkeys([*plan.key_columns, "event_time_ms"], _SKIP))
 
     def __repr__(self) -> str:
         return f"<MessageParser {self.plan.name} keys={list(self._keys)}>"
@@ -99,14 +101,30 @@ class MessageParser:
         if ahead > self.max_future_ms:
             return BadMessage("bad_event_time", "event_time_ms", f"{ahead} ms in the future")
         values: dict[str, Any] = {}
+        kinds = self._kinds
         for name, raw in body.items():
-            if name in self._keys or name == "event_time_ms":
+            kind = kinds.get(name)
+            # The common, valid shapes inline (no call per feature: a stream brings
+            # thousands of rows a second); anything else gets check_value below.
+            if kind is _INT:
+                if type(raw) is int and INT64_MIN <= raw <= INT64_MAX:
+                    values[name] = raw
+                    continue
+            elif kind is _REAL:
+                if type(raw) is float and -FLOAT32_MAX <= raw <= FLOAT32_MAX:  # not NaN
+                    values[name] = raw
+                    continue
+            elif kind is _STR:
+                if type(raw) is str and len(raw) <= _STRING_FAST_CHARS:
+                    values[name] = raw
+                    continue
+            elif kind is _SKIP:
                 continue
-            feature = self._features.get(name)
-            if feature is None:
+            elif kind is None:
                 return BadMessage("unknown_feature", name, f"view {self.plan.name!r} has no such feature")  # fmt: skip
-            value = _FAST[feature.type](feature, raw)
-            if value is _SLOW:  # not the common shape: the full check, and its reason
+            feature = self._features[name]
+            value = _vector(feature, raw) if kind is _VEC else _SLOW
+            if value is _SLOW:
                 try:
                     value = check_value(feature, raw)
                 except ValueError as exc:
@@ -117,30 +135,15 @@ class MessageParser:
         return self.plan.key(*ids), event_time, values
 
 
-# Fast checks of the common, valid shapes with C-level builtins only (a stream brings
-# thousands of rows a second; check_value's per-element loop over a 32-float vector
-# cost as much as the rest of a room message). Anything else returns _SLOW and gets
-# check_value, which accepts or refuses it with the reason.
+# The common shapes are checked inline in `parse`, float vectors by `_vector`, with
+# C-level builtins only (check_value's per-element loop over a 32-float vector cost
+# as much as the rest of a room message). Anything else returns or falls to _SLOW and
+# gets check_value, which accepts or refuses it with the reason.
 _SLOW: Any = object()
 _STRING_FAST_CHARS = MAX_STRING_BYTES // 4  # no UTF-8 character is longer than 4 bytes
-
-
-def _int64(_: Feature, v: Any) -> Any:
-    return v if type(v) is int and INT64_MIN <= v <= INT64_MAX else _SLOW
-
-
-def _real(f: Feature, v: Any) -> Any:
-    if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX:  # False for NaN
-        return v
-    return float(v) if type(v) is int and f.type == "double" and abs(v) < 2**53 else _SLOW
-
-
-def _string(_: Feature, v: Any) -> Any:
-    return v if type(v) is str and len(v) <= _STRING_FAST_CHARS else _SLOW
-
-
-def _bool(_: Feature, v: Any) -> Any:
-    return v if type(v) is bool else _SLOW
+_INT, _REAL, _STR, _VEC, _OTHER, _SKIP = "int", "real", "str", "vec", "other", "skip"
+_KIND = {"int64": _INT, "double": _REAL, "float": _REAL, "string": _STR,
+         "float_vector": _VEC, "bool": _OTHER}  # fmt: skip
 
 
 def _vector(f: Feature, v: Any) -> Any:
@@ -149,7 +152,3 @@ def _vector(f: Feature, v: Any) -> Any:
     if not (math.isfinite(math.fsum(v)) and min(v) >= -FLOAT32_MAX and max(v) <= FLOAT32_MAX):
         return _SLOW
     return v
-
-
-_FAST = {"int64": _int64, "double": _real, "float": _real, "string": _string, "bool": _bool,
-         "float_vector": _vector}  # fmt: skip
