@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import Iterator, Sequence
 
 import structlog
@@ -26,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.core.registry import Registry, load_registry
-from service.core.service import FeatureService, Limits
+from service.core.service import FeatureService, Limits, wall_clock_ms
 from service.errors import LivefeatError
 from service.kafka.consumer import ConsumeOptions, KafkaIngest
 from service.kafka.deadletter import DeadLetters
@@ -95,9 +94,8 @@ async def consume(settings: Settings, routes: dict[str, str], rocksdb: bool) -> 
     registry = load_registry(settings.registry)
     store = open_store(settings, registry, L1Cache(0, 1.0), for_load=True, rocksdb=rocksdb)
     core = FeatureService(registry, store, Limits(max_push_rows=settings.max_push_rows))
-    clock_ms = lambda: time.time_ns() // 1_000_000  # noqa: E731
     max_future_ms = int(settings.kafka_max_future_s * 1000)
-    parsers = {t: MessageParser(registry.views[v], max_future_ms, clock_ms) for t, v in routes.items()}  # fmt: skip
+    parsers = {t: MessageParser(registry.views[v], max_future_ms, wall_clock_ms) for t, v in routes.items()}  # fmt: skip
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka,
         group_id=settings.kafka_group,
