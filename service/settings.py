@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # newest-event-wins one such row would hide every later update of its entity.
     kafka_max_future_s: float = Field(default=300.0, ge=0)
     kafka_batch_max_messages: int = Field(default=20_000, ge=1)
+    # A consumer that vanished (SIGKILL, a lost node) holds its partitions this long.
+    kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
     metrics_port: int = Field(default=9108, ge=0, le=65535)  # consume: /healthz, /readyz, /metrics
     # Served-feature log (`serve`): a sampled fraction of bundle answers, to a Kafka
     # topic and/or JSON Lines files, through a bounded queue (full: dropped, counted).

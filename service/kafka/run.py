@@ -102,6 +102,8 @@ async def consume(settings: Settings, routes: dict[str, str], rocksdb: bool) -> 
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # a new group starts at the oldest message kept
         max_partition_fetch_bytes=8 << 20,
+        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.kafka_session_timeout_s * 1000 / 3),
     )
     producer = None
     if settings.kafka_dead_letter_topic:

@@ -120,23 +120,26 @@ def test_a_sigkill_mid_stream_and_a_rebalance_lose_nothing(
     broker.create_topics(topic, partitions=4)
     rnd = random.Random(11)
     base = now_ms() - 120_000
-    updates = room_updates(PLAN, rnd, rooms=1000, updates=60, base_ms=base)
-    first, second, third = updates[:30_000], updates[30_000:45_000], updates[45_000:]
+    updates = room_updates(PLAN, rnd, rooms=400, updates=50, base_ms=base)
+    first, second, third = updates[:10_000], updates[10_000:14_000], updates[14_000:]
     produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in first])
     args = ("--kafka", broker.bootstrap, "--topic", topic, "--view", PLAN.name, "--group", group,
             "--redis-url", redis_server.url)  # fmt: skip
-    one = start_consumer(*args)
-    while committed(broker.bootstrap, group, topic) == 0:  # kill it once it has committed some
-        time.sleep(0.05)
-    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in second])
+    # The killed consumer's partitions wait for its session to time out: 3 s, not 10.
+    env = {"LIVEFEAT_KAFKA_SESSION_TIMEOUT_S": "3"}
+    # Small batches: it commits often, so the kill lands between two commits.
+    one = start_consumer(*args, env={**env, "LIVEFEAT_KAFKA_BATCH_MAX_MESSAGES": "500"})
+    while committed(broker.bootstrap, group, topic) == 0:
+        time.sleep(0.02)
     one.kill()
     done = committed(broker.bootstrap, group, topic)
-    assert 0 < done < len(first) + len(second), "the kill came too late to be mid-stream"
+    assert 0 < done < len(first), "the kill came too late to be mid-stream"
+    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in second])
 
-    two = start_consumer(*args)
-    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in third[:5000]])
-    three = start_consumer(*args)  # a rebalance: two gives up partitions to three
-    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in third[5000:]])
+    two = start_consumer(*args, env=env)
+    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in third[:2000]])
+    three = start_consumer(*args, env=env)  # a rebalance: two gives up partitions to three
+    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in third[2000:]])
     wait_committed(broker, group, topic, len(updates))
     assert two.terminate() == 0 and three.terminate() == 0
 
