@@ -203,6 +203,7 @@ class KafkaIngest:
                 log.warning("kafka consumer: %s failed (%s); retrying in %.1f s", step, exc, delay)
                 if self._stop.is_set():
                     raise Stopping(step) from exc
+                self._update_lag()  # the lag alert must see a stuck consumer fall behind
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
 
@@ -223,6 +224,19 @@ class KafkaIngest:
             done = self._done.get(tp)
             if high is not None and done is not None:
                 metrics.KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+
+    async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Start each new partition's lag from its committed offset (or the log's start),
+        so that a consumer stuck before its first batch still shows its lag."""
+        fresh = [tp for tp in assigned if tp not in self._done]
+        try:
+            for tp in fresh:
+                committed = await self.consumer.committed(tp)
+                if committed is None:
+                    committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                self._done[tp] = committed
+        except KafkaError as exc:
+            log.warning("kafka: no committed offsets for the lag gauge yet: %s", exc)
 
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Wait until the batches in hand are written and committed; forget the partitions."""
@@ -246,3 +260,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         counts = Counter(tp.topic for tp in assigned)
         log.info("partitions assigned: %s", dict(counts))
+        await self.ingest.on_assigned(assigned)

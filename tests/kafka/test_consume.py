@@ -148,3 +148,35 @@ def test_a_sigkill_mid_stream_and_a_rebalance_lose_nothing(
     assert len(got) == len(want)
     for room, (t, values) in want.items():
         assert got[room] == (t, as_served(values)), room
+
+
+def test_with_redis_down_nothing_is_committed_the_lag_shows_and_nothing_is_lost(
+    broker: KafkaBroker, redis_server: RedisServer, start_consumer: Callable[..., Consumer]
+) -> None:
+    topic, group = "rooms-r", "group-r"
+    broker.create_topics(topic, partitions=2)
+    updates = room_updates(PLAN, random.Random(5), rooms=100, updates=5, base_ms=now_ms() - 60_000)
+    produce(broker.bootstrap, topic, [encode(PLAN, *u) for u in updates])
+    redis_server.stop()
+    consumer = start_consumer("--kafka", broker.bootstrap, "--topic", topic, "--view", PLAN.name,
+                              "--group", group, "--redis-url", redis_server.url, ready=False)  # fmt: skip
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            lag = consumer.metric("livefeat_kafka_consumer_lag_messages", topic=topic)
+            failed = consumer.metric("livefeat_kafka_failures_total", step="write")
+        except httpx.TransportError:
+            lag = failed = 0
+        if lag == len(updates) and failed >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no lag or write failures shown: {consumer.log()}")
+    assert consumer.get("/readyz").status_code == 503  # no storage tier answers
+    assert committed(broker.bootstrap, group, topic) == 0
+    redis_server.restart()  # empty, on the same port: the retries now succeed
+    wait_committed(broker, group, topic, len(updates))
+    assert consumer.metric("livefeat_kafka_consumer_lag_messages", topic=topic) == 0
+    want = expected(PLAN, updates)
+    got = stored_rows(redis_server, sorted(want))
+    assert {r: v for r, v in got.items()} == {r: (t, as_served(v)) for r, (t, v) in want.items()}
