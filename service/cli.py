@@ -1,4 +1,5 @@
-"""The command line: `livefeat serve`, `load`, `demo`, `get`, `snapshot`, `restore`, `report`.
+"""The command line: `livefeat serve`, `load`, `demo`, `get`, `consume`, `snapshot`, `restore`,
+`report`.
 
 Every flag also reads from its LIVEFEAT_* environment variable (settings.py);
 a flag given on the command line wins.
@@ -46,6 +47,28 @@ def parser() -> argparse.ArgumentParser:
                        help="serve DIR/report.html at /ui/report (LIVEFEAT_REPORT_DIR)")  # fmt: skip
     serve.add_argument("--drain-delay-s", type=float, default=1.0,
                        help="on SIGTERM, seconds between readiness false and closing the ports")  # fmt: skip
+    serve.add_argument(
+        "--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (LIVEFEAT_KAFKA)"
+    )
+    serve.add_argument("--log-served-topic", metavar="TOPIC",
+                       help="publish sampled bundle answers to this topic (needs --kafka)")  # fmt: skip
+    serve.add_argument("--log-served-dir", type=Path, metavar="DIR",
+                       help="write sampled bundle answers as JSON Lines files into DIR")  # fmt: skip
+    serve.add_argument("--log-served-fraction", type=float, metavar="F",
+                       help="fraction of bundle answers logged (default 0.01)")  # fmt: skip
+    consume = sub.add_parser("consume", help="write Kafka topics into views until SIGTERM")
+    _common(consume)
+    consume.add_argument("--kafka", metavar="HOST:PORT", help="bootstrap servers (LIVEFEAT_KAFKA)")
+    consume.add_argument("--topic", action="append", dest="topics", default=[],
+                         help="a topic to read; repeat --topic/--view in pairs")  # fmt: skip
+    consume.add_argument("--view", action="append", dest="views", default=[],
+                         help="the view the --topic before it is written into")  # fmt: skip
+    consume.add_argument("--group", dest="kafka_group", help="consumer group (default livefeat)")
+    consume.add_argument("--dead-letter-topic", dest="kafka_dead_letter_topic", metavar="TOPIC",
+                         help="where bad messages go (default: logged and counted only)")  # fmt: skip
+    consume.add_argument("--metrics-port", type=int,
+                         help="/healthz, /readyz and /metrics (default 9108)")  # fmt: skip
+    consume.add_argument("--http-host", help="the metrics port's address (default 0.0.0.0)")
     load = sub.add_parser("load", help="load a Parquet file into one view")
     load.add_argument("view")
     load.add_argument("file", type=Path)
@@ -125,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             from service.server import run
 
             run(settings, args.drain_delay_s)
+        elif args.command == "consume":
+            _consume(settings, args.topics, args.views)
         elif args.command == "load" and args.server:
             print(_load_remote(settings, args.view, args.file, args.server, args.batch_rows))
         elif args.command == "load":
@@ -144,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _consume(settings: Settings, topics: list[str], views: list[str]) -> None:
+    import uvloop
+
+    from service.kafka.run import consume, routes_of
+
+    routes = routes_of(topics, views, load_registry(settings.registry))
+    # RocksDB only when a data dir is given (flag or LIVEFEAT_DATA_DIR): the usual
+    # consumer writes the Redis that serving replicas read, and keeps no disk.
+    rocksdb = "data_dir" in settings.model_fields_set
+    uvloop.run(consume(settings, routes, rocksdb))
 
 
 def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> str:

@@ -147,3 +147,66 @@ REPORT_GENERATED_SECONDS = Gauge(
     "When the last report was generated (Unix seconds); 0 without a report.",
     registry=REGISTRY,
 )
+
+# Kafka ingestion (`livefeat consume`, service/kafka/).
+KAFKA_MESSAGES = Counter(
+    "livefeat_kafka_messages_total",
+    "Kafka messages handled by a consumer, by topic and outcome (consumed: read; written; "
+    "ignored: not newer than what is stored or an earlier message of its entity; bad: "
+    "refused, see livefeat_kafka_bad_messages_total).",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+KAFKA_BAD_MESSAGES = Counter(
+    "livefeat_kafka_bad_messages_total",
+    "Kafka messages refused, by topic and reason (not_json, bad_key, bad_value, ...).",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
+KAFKA_DEAD_LETTERED = Counter(
+    "livefeat_kafka_dead_lettered_total",
+    "Refused messages sent to the dead-letter topic, by source topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+KAFKA_LAG = Gauge(
+    "livefeat_kafka_consumer_lag_messages",
+    "Messages in a partition after the last one this consumer made durable and committed "
+    "(high watermark - committed position), by topic and partition; only partitions "
+    "this consumer holds.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+KAFKA_BATCH_SECONDS = Histogram(
+    "livefeat_kafka_batch_duration_seconds",
+    "Time to handle one batch of messages: check, write, dead-letter, commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+KAFKA_BATCH_MESSAGES = Histogram(
+    "livefeat_kafka_batch_messages",
+    "Messages in one batch.",
+    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000),
+    registry=REGISTRY,
+)
+KAFKA_FAILURES = Counter(
+    "livefeat_kafka_failures_total",
+    "Failed steps of the consumer loop, by step (write: the store refused a batch, retried; "
+    "commit: a commit failed, the batch will be read again; dead_letter: a send failed, retried).",
+    ["step"],
+    registry=REGISTRY,
+)
+
+# Served-feature logging (`livefeat serve --log-served-*`, service/served_log.py).
+SERVED_LOG_RECORDS = Counter(
+    "livefeat_served_log_records_total",
+    "Sampled bundle answers, by outcome (sent: handed to the sink; dropped: the queue was "
+    "full, serving did not wait; failed: the sink refused it).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SERVED_LOG_QUEUED = Gauge(
+    "livefeat_served_log_queued_records",
+    "Sampled bundle answers waiting to be encoded and sent.",
+    registry=REGISTRY,
+)

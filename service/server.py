@@ -20,6 +20,7 @@ from service.errors import LivefeatError
 from service.grpc import GrpcServer
 from service.grpc.server import address
 from service.http.app import create_app
+from service.served_log import open_served_log
 from service.settings import Settings
 from service.store.factory import open_store
 from service.store.l1 import L1Cache
@@ -108,12 +109,16 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     `drain_delay_s`, stop accepting, let calls in flight finish (up to GRACE_S),
     close the store. A second signal cuts the waits short.
     """
+    served = open_served_log(settings.kafka, settings.log_served_topic, settings.log_served_dir,
+                             settings.log_served_fraction, settings.log_served_queue)  # fmt: skip
     core = build_core(settings)
     core.store.start()  # change feed, presence filter
+    served.start()
     try:
-        app = create_app(core, settings.max_body_bytes, settings.report_dir)
+        app = create_app(core, settings.max_body_bytes, settings.report_dir, served)
         http = _HttpServer(_http_config(app, settings))
-        rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes)
+        rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
+                         served_log=served)  # fmt: skip
         with _Signals() as signals:
             await rpc.start()
             http_task = asyncio.create_task(_run_http(http))
@@ -134,6 +139,7 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
                 http_task.cancel()
                 await rpc.stop(0)
     finally:
+        await served.close()
         await core.store.close()
         log.info("stopped")
 

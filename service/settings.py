@@ -46,3 +46,20 @@ class Settings(BaseSettings):
     # `serve`: the directory `livefeat report --out` writes; shown at /ui/report, and
     # its report.json's worst skew exported as metrics. None: no report served.
     report_dir: Path | None = None
+    # Kafka (`livefeat consume`, and `serve` publishing served features): HOST:PORT[,...].
+    kafka: str | None = None
+    kafka_group: str = "livefeat"
+    kafka_dead_letter_topic: str | None = None
+    # Event times further ahead of the wall clock are refused (dead-lettered): under
+    # newest-event-wins one such row would hide every later update of its entity.
+    kafka_max_future_s: float = Field(default=300.0, ge=0)
+    kafka_batch_max_messages: int = Field(default=20_000, ge=1)
+    # A consumer that vanished (SIGKILL, a lost node) holds its partitions this long.
+    kafka_session_timeout_s: float = Field(default=10.0, ge=1, le=300)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # consume: /healthz, /readyz, /metrics
+    # Served-feature log (`serve`): a sampled fraction of bundle answers, to a Kafka
+    # topic and/or JSON Lines files, through a bounded queue (full: dropped, counted).
+    log_served_topic: str | None = None
+    log_served_dir: Path | None = None
+    log_served_fraction: float = Field(default=0.01, ge=0, le=1)
+    log_served_queue: int = Field(default=10_000, ge=1)

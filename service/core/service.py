@@ -206,20 +206,52 @@ class FeatureService:
         if len(rows) > self.limits.max_push_rows:
             raise TooLarge("rows", f"{len(rows)} rows, at most {self.limits.max_push_rows}")
         checked = [self._check_row(plan, f"rows[{i}]", r) for i, r in enumerate(rows)]
+        return await self.write_checked(plan, checked, source)
+
+    async def write_checked(
+        self,
+        plan: ViewPlan,
+        checked: Sequence[tuple[bytes, int, dict[str, Any]]],
+        source: str = "push",
+        *,
+        notify_values: bool = True,
+    ) -> PushResult:
+        """Write rows already checked as `push` checks them: (key, event_time_ms, values
+        of known features, each passed through `check_value`). For writers that check rows
+        one by one (Kafka ingestion) and must not refuse good rows for a bad one.
+
+        Rows are applied in order, as successive pushes would be: a row not newer than
+        its entity's stored or earlier row is ignored; features a row leaves out keep the
+        values before it. Rows of one entity become one write. Raises TierError.
+        """
+        codec = plan.codec
+        if not checked:
+            return PushResult(0, 0)
         async with self._write_lock:
-            partial = [key for key, _, values in checked if len(values) < len(plan.codec.features)]
+            n_features = len(codec.features)
+            partial = list({key: 0 for key, _, v in checked if len(v) < n_features})
             stored = dict(zip(partial, await self.store.get_stored(partial), strict=True))
-            items = []
+            # key -> (event time, values, rows applied); -1: nothing stored (as far as known)
+            state: dict[bytes, tuple[int, dict[str, Any], int]] = {}
             for key, event_time_ms, values in checked:
-                base = stored.get(key)
-                full = dict(plan.codec.default_values)
-                if base is not None:
-                    full.update(plan.codec.decode_values(base)[1])
-                full.update(values)
-                items.append((key, plan.codec.encode(event_time_ms, full)))
-            written = sum(await self.store.put_many(items))
-        record_writes(plan.name, source, len(items), written, max(t for _, t, _ in checked))
-        return PushResult(written, len(items) - written)
+                now = state.get(key)
+                if now is None:
+                    base = stored.get(key)
+                    if base is None:
+                        now = (-1, codec.default_values, 0)
+                    else:
+                        before, old = codec.decode_values(base)
+                        now = (before, {**codec.default_values, **old}, 0)
+                    state[key] = now
+                if event_time_ms > now[0]:
+                    full = values if len(values) == n_features else {**now[1], **values}
+                    state[key] = (event_time_ms, full, now[2] + 1)
+            applied = [(key, n) for key, (_, _, n) in state.items() if n]
+            items = [(key, codec.encode(state[key][0], state[key][1])) for key, _ in applied]
+            flags = await self.store.put_many(items, notify_values=notify_values) if items else []
+            written = sum(n for (_, n), ok in zip(applied, flags, strict=True) if ok)
+        record_writes(plan.name, source, len(checked), written, max(t for _, t, _ in checked))
+        return PushResult(written, len(checked) - written)
 
     def _check_row(self, plan: ViewPlan, field: str, row: Any) -> tuple[bytes, int, dict[str, Any]]:
         if not isinstance(row, dict):

@@ -13,6 +13,7 @@ from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service.core.service import FeatureService
 from service.errors import LivefeatError
 from service.grpc.servicer import FeatureServicer
+from service.served_log import DISABLED, ServedLog
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -44,6 +45,7 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         ready_every_s: float = READY_EVERY_S,
+        served_log: ServedLog = DISABLED,
     ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -51,7 +53,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self.server = grpc.aio.server(options=options)
-        FeatureServicer(core).add_to(self.server)
+        FeatureServicer(core, served_log).add_to(self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

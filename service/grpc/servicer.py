@@ -21,6 +21,8 @@ from service.errors import InvalidArgument, RequestError
 from service.grpc.convert import push_rows
 from service.grpc.edge import Context, core_timeout, edge
 from service.grpc.wire import WireEncoder
+from service.http.request_id import new_request_id
+from service.served_log import DISABLED, ServedLog
 
 _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 
@@ -28,8 +30,9 @@ _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 class FeatureServicer(pb_grpc.FeatureServiceServicer):
     """gRPC handlers over one FeatureService core."""
 
-    def __init__(self, core: FeatureService) -> None:
+    def __init__(self, core: FeatureService, served_log: ServedLog = DISABLED) -> None:
         self.core = core
+        self.served_log = served_log
         self.wire = WireEncoder(core.registry)
         self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
 
@@ -67,6 +70,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             request.bundle, request.user_id, list(request.room_ids), core_timeout(context)
         )
         self._bundle_sizes.observe(len(result.room_ids))
+        self.served_log.offer(result, lambda: _request_id(context))
         return self.wire.bundle(result)
 
     @edge("GetFeatures")
@@ -127,3 +131,11 @@ def _pair_field(exc: RequestError) -> RequestError:
     i, part = match.groups()
     field = f"user_ids[{i}]" if part == "0" else f"ids[{i}]"
     return type(exc)(field + exc.field[match.end() :], exc.reason)
+
+
+def _request_id(context: Context) -> str:
+    """The caller's `x-request-id` metadata, or a new id (as HTTP does)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return new_request_id()

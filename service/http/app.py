@@ -28,6 +28,7 @@ from service.http.encode import encode_bundle, encode_features
 from service.http.hot import HotRoutes
 from service.http.middleware import MetricsMiddleware
 from service.http.request_id import RequestIdMiddleware, request_id, with_request_id
+from service.served_log import DISABLED, ServedLog
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -90,11 +91,15 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    core: FeatureService, max_body_bytes: int = 8 << 20, report_dir: Path | None = None
+    core: FeatureService,
+    max_body_bytes: int = 8 << 20,
+    report_dir: Path | None = None,
+    served_log: ServedLog = DISABLED,
 ) -> FastAPI:
     """The HTTP front end over `core`. `app.state.draining` turns /readyz false.
 
     `report_dir`: where `livefeat report` writes; served at /ui/report (console.py).
+    `served_log` gets every bundle answer (and samples it).
     """
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
@@ -126,6 +131,7 @@ def create_app(
             body.get("bundle"), body.get("user_id"), body.get("room_ids")
         )
         bundle_sizes.observe(len(result.room_ids))
+        served_log.offer(result, request_id(request))
         return Response(encode_bundle(result), media_type=JSON)
 
     @app.post("/v1/features", response_model=schemas.FeaturesResponse,

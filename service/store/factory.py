@@ -17,6 +17,7 @@ import redis.asyncio as aredis
 from service import metrics
 from service.core.codec import Row
 from service.core.registry import Registry
+from service.errors import LivefeatError
 from service.settings import Settings
 from service.store.base import Tier
 from service.store.feed import Acks, ChangeFeed, Publisher
@@ -35,16 +36,28 @@ from service.store.writer import Writer
 V = TypeVar("V")
 
 
-def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False) -> list[Tier]:
-    """The durable tiers, in read order: Redis (if configured), RocksDB. Raises DataDirBusy."""
-    rocks = RocksTier(
-        Path(settings.data_dir) / "rocksdb",
-        block_cache_mb=settings.rocksdb_block_cache_mb,
-        threads=settings.rocksdb_threads,
-        sync=not for_load,  # a load syncs once at the end (RocksTier.flush)
-    )
+def open_tiers(
+    settings: Settings, registry: Registry, *, for_load: bool = False, rocksdb: bool = True
+) -> list[Tier]:
+    """The durable tiers, in read order: Redis (if configured), RocksDB. Raises DataDirBusy.
+
+    `rocksdb=False` (Kafka consumers given no data dir) opens Redis alone; it needs a
+    Redis URL (LivefeatError otherwise).
+    """
+    if not rocksdb and not settings.redis_url:
+        raise LivefeatError("no storage: give a Redis URL, a data dir, or both")
+    rocks: list[Tier] = []
+    if rocksdb:
+        rocks.append(
+            RocksTier(
+                Path(settings.data_dir) / "rocksdb",
+                block_cache_mb=settings.rocksdb_block_cache_mb,
+                threads=settings.rocksdb_threads,
+                sync=not for_load,  # a load syncs once at the end (RocksTier.flush)
+            )
+        )
     if not settings.redis_url:
-        return [rocks]
+        return rocks
     options = RedisOptions(
         settings.redis_url,
         # A load sends large pipelines; serving wants to fail over fast.
@@ -54,11 +67,16 @@ def open_tiers(settings: Settings, registry: Registry, *, for_load: bool = False
         pool_size=settings.redis_pool_size,
     )
     ttls = {v.key_prefix: v.storage_ttl_s * 1000 for v in registry.views.values()}
-    return [RedisTier(options, ttl_by_prefix(ttls)), rocks]
+    return [RedisTier(options, ttl_by_prefix(ttls)), *rocks]
 
 
 def open_store(
-    settings: Settings, registry: Registry, l1: L1Cache[Row], *, for_load: bool = False
+    settings: Settings,
+    registry: Registry,
+    l1: L1Cache[Row],
+    *,
+    for_load: bool = False,
+    rocksdb: bool = True,
 ) -> TieredStore[Row]:
     """L1 over the durable tiers; with Redis, change notifications (published on every
     write; received once `start`ed, by a serving process). Raises DataDirBusy."""
@@ -66,7 +84,7 @@ def open_store(
     watch = pairs if settings.presence_capacity and not for_load else []
     return assemble(
         l1,
-        open_tiers(settings, registry, for_load=for_load),
+        open_tiers(settings, registry, for_load=for_load, rocksdb=rocksdb),
         redis_url=settings.redis_url,
         presence_prefixes=watch,
         presence_capacity=settings.presence_capacity,
