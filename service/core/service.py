@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import metrics
-from service.core.codec import EVENT_TIME, Row, check_value
+from service.core.codec import EVENT_TIME, CorruptValue, Row, ViewCodec, check_value
 from service.core.registry import BundlePlan, Registry, ViewPlan
 from service.core.status import Status
 from service.core.validate import check_event_time, check_id, check_ids, check_pair
@@ -236,12 +236,7 @@ class FeatureService:
             for key, event_time_ms, values in checked:
                 now = state.get(key)
                 if now is None:
-                    base = stored.get(key)
-                    if base is None:
-                        now = (-1, codec.default_values, 0)
-                    else:
-                        before, old = codec.decode_values(base)
-                        now = (before, {**codec.default_values, **old}, 0)
+                    now = _stored_state(codec, stored.get(key))
                     state[key] = now
                 if event_time_ms > now[0]:
                     full = values if len(values) == n_features else {**now[1], **values}
@@ -300,6 +295,18 @@ class FeatureService:
                     "age_ms": now - event_time_ms, "values": values,
                 }  # fmt: skip
         return {"view": plan.name, "key": key.decode(), "tiers": tiers}
+
+
+def _stored_state(codec: ViewCodec, base: bytes | None) -> tuple[int, dict[str, Any], int]:
+    """(event time, values, 0) of a stored row a partial write builds on; an absent row,
+    or one that cannot be decoded (it is then overwritten), counts as nothing stored."""
+    if base is not None:
+        try:
+            before, old = codec.decode_values(base)
+        except CorruptValue:
+            return (-1, codec.default_values, 0)
+        return (before, {**codec.default_values, **old}, 0)
+    return (-1, codec.default_values, 0)
 
 
 def record_writes(view: str, source: str, rows: int, written: int, newest_ms: int) -> None:

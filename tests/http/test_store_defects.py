@@ -99,3 +99,8 @@ def test_a_value_that_cannot_be_decoded_is_served_as_missing_not_a_500(
     assert rooms[0]["features"] == {"live.title": "room 1 ✓", "live.viewers": 1}
     assert rooms[1]["status"] == {"live": "DEFAULTED"}
     assert rooms[1]["features"] == {"live.title": "?", "live.viewers": 0}
+    # A partial push over the damaged value builds on the defaults instead of failing.
+    row = {"id": 2, "event_time_ms": NOW_MS + 1, "values": {"viewers": 5}}
+    assert push(server.url, "live", [row]).status_code == 200
+    got = httpx.post(f"{server.url}/v1/features", json={"view": "live", "ids": [2]}).json()
+    assert got["rows"][0]["features"] == {"live.title": "?", "live.viewers": 5}

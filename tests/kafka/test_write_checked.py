@@ -11,9 +11,9 @@ from typing import Any
 from service.core.registry import load_registry
 from service.core.service import FeatureService
 from service.settings import DEMO_REGISTRY
+from service.store.factory import assemble
 from service.store.l1 import L1Cache
 from service.store.rocks import RocksTier
-from service.store.tiered import TieredStore
 
 REGISTRY = load_registry(DEMO_REGISTRY)
 PLAN = REGISTRY.views["room_stats"]
@@ -21,7 +21,7 @@ NAMES = ["viewer_count", "likes_5m", "gift_count_1m", "category"]
 
 
 def open_core(path: Path) -> FeatureService:
-    return FeatureService(REGISTRY, TieredStore(L1Cache(0, 1.0), [RocksTier(path)]))
+    return FeatureService(REGISTRY, assemble(L1Cache(0, 1.0), [RocksTier(path)]))
 
 
 def random_rows(seed: int, n: int) -> list[tuple[int, int, dict[str, Any]]]:

@@ -18,9 +18,9 @@ from service.core.service import BundleResult, FeatureService
 from service.http.encode import encode_bundle
 from service.served_log import FileSink, ServedLog, encode_record
 from service.settings import DEMO_REGISTRY
+from service.store.factory import assemble
 from service.store.l1 import L1Cache
 from service.store.rocks import RocksTier
-from service.store.tiered import TieredStore
 
 NOW = 1_800_000_000_000
 NAME = re.compile(r"^served-\d{8}T\d{6}-\d+\.jsonl$")
@@ -28,7 +28,7 @@ NAME = re.compile(r"^served-\d{8}T\d{6}-\d+\.jsonl$")
 
 @pytest.fixture
 def core(tmp_path: Path) -> Iterator[FeatureService]:
-    store = TieredStore(L1Cache(1000, 60.0), [RocksTier(tmp_path / "db")])
+    store = assemble(L1Cache(1000, 60.0), [RocksTier(tmp_path / "db")])
     core = FeatureService(load_registry(DEMO_REGISTRY), store, clock_ms=lambda: NOW)
     yield core
     asyncio.run(store.close())
