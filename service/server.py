@@ -13,6 +13,8 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from service import metrics
+from service.core.admission import Admission
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
 from service.core.service import FeatureService, Limits
@@ -111,9 +113,15 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     core = build_core(settings)
     core.store.start()  # change feed, presence filter
     try:
-        app = create_app(core, settings.max_body_bytes)
+        admission = Admission(
+            settings.max_in_flight, settings.overload_retry_after_s, metrics.IN_FLIGHT
+        )
+        app = create_app(core, settings.max_body_bytes, settings.http_timeout_s, admission)
         http = _HttpServer(_http_config(app, settings))
-        rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes)
+        rpc = GrpcServer(
+            core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
+            admission=admission,
+        )  # fmt: skip
         with _Signals() as signals:
             await rpc.start()
             http_task = asyncio.create_task(_run_http(http))

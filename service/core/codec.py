@@ -22,6 +22,7 @@ features one by one.
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -130,9 +131,25 @@ def check_value(feature: Feature, value: Any) -> Any:
     return [float(x) for x in value]
 
 
-def _show(value: Any) -> str:
-    text = orjson.dumps(value, default=repr).decode()
+# For values too deeply nested for orjson (255 levels) or repr (the recursion limit).
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 40
+
+
+def show(value: Any) -> str:
+    """A short (at most 40 characters) rendering of any value from a request, for errors.
+
+    Never raises: a request may nest values 1,000 levels deep or send megabyte names.
+    """
+    try:
+        text = orjson.dumps(value, default=repr).decode()
+    except (TypeError, RecursionError):
+        text = _SHORT_REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_show = show
 
 
 # Part of every schema version: bump it when the stored form itself changes

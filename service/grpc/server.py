@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
+from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import LivefeatError
 from service.grpc.servicer import FeatureServicer
@@ -35,7 +36,8 @@ class GrpcServer:
     RESOURCE_EXHAUSTED before any work. `port` 0 picks a free port (see `.port`).
     Health follows the store, as /readyz does: SERVING while a durable tier can
     answer (asked every `ready_every_s`), NOT_SERVING otherwise and for good
-    once draining. Raises LivefeatError if the address cannot be bound.
+    once draining. `admission` bounds the calls in flight (shared with HTTP; None:
+    unbounded). Raises LivefeatError if the address cannot be bound.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         ready_every_s: float = READY_EVERY_S,
+        admission: Admission | None = None,
     ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -52,7 +55,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self.server = grpc.aio.server(options=options)
-        pb_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(core), self.server)
+        pb_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(core, admission), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

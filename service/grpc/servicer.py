@@ -14,6 +14,7 @@ from typing import Any
 from service import metrics
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
+from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import InvalidArgument, RequestError
 from service.grpc.convert import Encoder, push_rows
@@ -25,8 +26,9 @@ _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 class FeatureServicer(pb_grpc.FeatureServiceServicer):
     """gRPC handlers over one FeatureService core."""
 
-    def __init__(self, core: FeatureService) -> None:
+    def __init__(self, core: FeatureService, admission: Admission | None = None) -> None:
         self.core = core
+        self.admission = admission  # read by `edge`
         self.encoder = Encoder(core.registry)
         self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
 

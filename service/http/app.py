@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
+from service.core.admission import Admission, Overloaded
 from service.core.service import FeatureService
 from service.errors import (
     InvalidArgument,
@@ -22,6 +24,8 @@ from service.errors import (
     TooLarge,
 )
 from service.http import schemas
+from service.http.admission import AdmissionMiddleware
+from service.http.deadline import BadHeader, deadline_of
 from service.http.encode import encode_bundle, encode_features
 from service.http.middleware import MetricsMiddleware
 from service.http.request_id import RequestIdMiddleware, request_id, with_request_id
@@ -35,8 +39,10 @@ STATUS_OF: dict[type[Exception], int] = {
     InvalidArgument: 422,
     RequestError: 400,
     TierError: 503,
+    Overloaded: 429,
     LivefeatError: 500,
 }
+_DEBUG_ID = re.compile(r"[0-9]{1,19}(:[0-9]{1,19})?")  # ASCII digits only: int() takes others
 
 
 class MalformedBody(InvalidArgument):
@@ -44,6 +50,7 @@ class MalformedBody(InvalidArgument):
 
 
 STATUS_OF[MalformedBody] = 400
+STATUS_OF[BadHeader] = 400
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -64,7 +71,7 @@ def error_response(exc: Exception, rid: str = "") -> Response:
 
 async def _body(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge("body", f"{declared} bytes, at most {limit}")
     raw = await request.body()
     if len(raw) > limit:
@@ -73,15 +80,29 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    except RecursionError:  # orjson raises this, not JSONDecodeError, near 1,000 levels
+        raise MalformedBody("body", "nested too deeply (JSON over ~1,000 levels)") from None
     if not isinstance(body, dict):
         raise MalformedBody("body", "expected a JSON object")
     return body
 
 
-def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
-    """The HTTP front end over `core`. `app.state.draining` turns /readyz false."""
+def create_app(
+    core: FeatureService,
+    max_body_bytes: int = 8 << 20,
+    timeout_s: float = 0.0,
+    admission: Admission | None = None,
+) -> FastAPI:
+    """The HTTP front end over `core`. `app.state.draining` turns /readyz false.
+
+    `timeout_s` is the default read budget of a request (0: none; the
+    X-Livefeat-Timeout-Ms header overrides it); `admission` bounds the requests
+    in flight (shared with the gRPC front end; None: unbounded).
+    """
     app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
     app.state.draining = False
+    if admission is not None:
+        app.add_middleware(AdmissionMiddleware, admission=admission)  # inside: counted, with id
     app.add_middleware(MetricsMiddleware)
     bundle_sizes = metrics.BATCH_SIZE.labels("/v1/bundle")  # bound once, not per request
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
@@ -109,10 +130,12 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
               openapi_extra=schemas.body_doc(schemas.BundleRequest))  # fmt: skip
     async def bundle(request: Request) -> Response:
         """Features of one user, its candidate rooms and the user x room pairs."""
+        deadline = deadline_of(request, timeout_s)
         body = await _body(request, max_body_bytes)
         result = await core.get_bundle(
-            body.get("bundle"), body.get("user_id"), body.get("room_ids")
-        )
+            body.get("bundle"), body.get("user_id"), body.get("room_ids"),
+            deadline.read_timeout_s(),
+        )  # fmt: skip
         bundle_sizes.observe(len(result.room_ids))
         return Response(encode_bundle(result), media_type=JSON)
 
@@ -120,8 +143,11 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
               openapi_extra=schemas.body_doc(schemas.FeaturesRequest))  # fmt: skip
     async def features(request: Request) -> Response:
         """Rows of one view for a list of ids."""
+        deadline = deadline_of(request, timeout_s)
         body = await _body(request, max_body_bytes)
-        ids, rows = await core.get_features(body.get("view"), body.get("ids"))
+        ids, rows = await core.get_features(
+            body.get("view"), body.get("ids"), deadline.read_timeout_s()
+        )
         return Response(encode_features(rows.plan.name, ids, rows), media_type=JSON)
 
     @app.post("/v1/push", response_model=schemas.PushResponse,
@@ -143,10 +169,9 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     @app.get("/debug/entity/{view}/{entity_id}")
     async def debug_entity(view: str, entity_id: str) -> Response:
         """The row in every tier, with its event time and age. Pairs: `user_id:room_id`."""
-        parts = entity_id.split(":")
-        if not all(p.isdigit() for p in parts) or len(parts) > 2:
+        if not _DEBUG_ID.fullmatch(entity_id):
             raise InvalidArgument("id", "expected an integer id, or user_id:room_id")
-        ids = [int(p) for p in parts]
+        ids = [int(p) for p in entity_id.split(":")]
         return _json(await core.inspect(view, ids if len(ids) == 2 else ids[0]))
 
     @app.get("/healthz")
