@@ -52,7 +52,13 @@ def free_port() -> int:
 class LiveServer:
     """One `livefeat serve` subprocess on 127.0.0.1, its output in files under `log_dir`."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_dir: Path,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -76,7 +82,11 @@ class LiveServer:
         ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=livefeat_env()
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env={**livefeat_env(), **(env or {})},
             )
         self.pid = self.proc.pid
 
@@ -153,12 +163,12 @@ def fresh_data_dir(demo_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start (and wait for) servers over given data dirs, with extra `serve` flags;
-    every one is stopped at teardown."""
+    """Start (and wait for) servers over given data dirs, with extra `serve` flags and
+    LIVEFEAT_* settings (`env`); every one is stopped at teardown."""
     started: list[LiveServer] = []
 
-    def start(data_dir: Path, *extra_args: str) -> LiveServer:
-        server = LiveServer(data_dir, tmp_path / "logs", extra_args)
+    def start(data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> LiveServer:
+        server = LiveServer(data_dir, tmp_path / "logs", extra_args, env)
         started.append(server)
         server.wait_ready()
         return server
