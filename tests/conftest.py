@@ -28,8 +28,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.redis_proc import RedisServer
+
+# Property tests (hypothesis): "ci", the default, is derandomized (the same examples on
+# every run, no example database) and small enough for the property set to run in
+# under a minute; HYPOTHESIS_PROFILE=dev runs 10x the examples with fresh randomness.
+# No per-example deadline in either: a shared CI machine must not fail a slow example.
+hypothesis_settings.register_profile("ci", max_examples=60, derandomize=True, database=None,
+                                     deadline=None, print_blob=True)  # fmt: skip
+hypothesis_settings.register_profile("dev", max_examples=600, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
 READY_TIMEOUT_S = 30.0

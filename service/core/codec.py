@@ -235,9 +235,13 @@ class ViewCodec:
         return [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
 
     def _check_header(self, buf: bytes) -> int:
+        if len(buf) < self.fixed_size:
+            raise CorruptValue(
+                f"{self.view}: stored value of {len(buf)} bytes, at least {self.fixed_size}"
+            )
         (word,) = HEADER.unpack_from(buf)
         event_time_ms = word & EVENT_TIME_MAX
-        if word >> 48 != self.version & 0xFFFF or len(buf) < self.fixed_size:
+        if word >> 48 != self.version & 0xFFFF:
             raise CorruptValue(
                 f"{self.view}: stored value does not match layout v{self.version:08x}"
             )
@@ -256,19 +260,31 @@ class ViewCodec:
         for key, offset, dim in self._vector_slots:
             out[key] = np.frombuffer(buf, "<f4", dim, offset)
         pos = self.fixed_size
+        end = len(buf)
         for key in self._string_keys:
             size = int.from_bytes(buf[pos : pos + 2], "little")
-            out[key] = buf[pos + 2 : pos + 2 + size].decode()
+            if pos + 2 + size > end:
+                raise CorruptValue(f"{self.view}: stored value cut short in {key}")
+            try:
+                out[key] = buf[pos + 2 : pos + 2 + size].decode()
+            except UnicodeDecodeError:
+                raise CorruptValue(f"{self.view}: {key} is not UTF-8") from None
             pos += 2 + size
+        if pos != end:
+            raise CorruptValue(f"{self.view}: {end - pos} bytes after the last feature")
         return event_time_ms, out, scalars
 
     def decode_row(self, buf: bytes) -> Row:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue."""
         event_time_ms, out, scalars = self._decode_parts(buf)
+        # A double beyond the float32 range is inf in the ranker's float32 matrix, as
+        # the cast gives it; without errstate numpy also warns (an error under pytest).
+        with np.errstate(over="ignore"):
+            numeric = np.array(scalars, dtype=np.float32).tobytes()
         return (
             event_time_ms,
             orjson.dumps(out, option=_JSON_OPTS)[1:-1],
-            np.array(scalars, dtype=np.float32).tobytes(),
+            numeric,
             tuple(buf[o : o + 4 * dim] for _, o, dim in self._vector_slots),
             tuple(out[k] for k in self._string_keys),
         )
@@ -289,7 +305,9 @@ class ViewCodec:
         return [f.name for f in self._strings]
 
     def decode_values(self, buf: bytes) -> tuple[int, dict[str, Any]]:
-        """Decode a stored value into (event_time_ms, {feature: plain Python value})."""
+        """Decode a stored value into (event_time_ms, {feature: plain Python value}).
+
+        Raises CorruptValue."""
         event_time_ms, out = self._decode(buf)
         cut = len(self.view) + 1
         return event_time_ms, orjson.loads(

@@ -44,7 +44,7 @@ class FeatureSpec(_Strict):
 
 class ViewSpec(_Strict):
     entity: str
-    max_age_s: float = Field(gt=0)
+    max_age_s: float = Field(gt=0, allow_inf_nan=False)
     storage_ttl_s: int = Field(gt=0)
     features: dict[str, FeatureSpec] = Field(min_length=1)
 
