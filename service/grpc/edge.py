@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from service import metrics
 from service.core.admission import Overloaded
@@ -57,6 +58,37 @@ Context: TypeAlias = Any
 S = TypeVar("S")
 R = TypeVar("R")
 Handler = Callable[[S, Any, Context], Awaitable[R]]
+
+
+class Malformed:
+    """A request message that did not parse (what `parser` gives the handler instead).
+
+    gRPC answers UNKNOWN when a deserializer raises; livefeat answers
+    INVALID_ARGUMENT naming `request` (the edge), or `batches[i]` in a stream.
+    """
+
+    __slots__ = ("message", "reason")
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.message = message
+        self.reason = reason
+
+    def error(self, field: str = "request") -> InvalidArgument:
+        """The error to answer with."""
+        return InvalidArgument(field, f"not a valid {self.message}: {self.reason}")
+
+
+def parser(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns Malformed instead of raising DecodeError."""
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError as exc:
+            return Malformed(name, str(exc) or "cannot parse")
+
+    return parse
 
 
 def code_of(exc: Exception) -> grpc.StatusCode:
@@ -117,6 +149,8 @@ def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
             code = Code.OK
             admission = getattr(self, "admission", None)
             try:
+                if isinstance(request, Malformed):
+                    raise request.error()
                 if admission is None:
                     return await handler(self, request, context)
                 admission.enter()  # raises Overloaded

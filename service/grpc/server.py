@@ -10,11 +10,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
-from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import LivefeatError
-from service.grpc.servicer import FeatureServicer
+from service.grpc.servicer import FeatureServicer, add_to_server
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -55,7 +54,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self.server = grpc.aio.server(options=options)
-        pb_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(core, admission), self.server)
+        add_to_server(FeatureServicer(core, admission), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

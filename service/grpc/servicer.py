@@ -11,6 +11,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from service import metrics
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
@@ -18,7 +20,7 @@ from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import InvalidArgument, RequestError
 from service.grpc.convert import Encoder, push_rows
-from service.grpc.edge import Context, core_timeout, edge
+from service.grpc.edge import Context, Malformed, core_timeout, edge, parser
 
 _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 
@@ -87,6 +89,8 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         written = ignored = batches = 0
         async for request in requests:
             try:
+                if isinstance(request, Malformed):
+                    raise request.error("request")
                 if view and request.view != view:
                     raise InvalidArgument("view", f"a stream carries one view ({view!r})")
                 result = await self.core.push(request.view, push_rows(request.rows), "load")
@@ -97,6 +101,33 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             ignored += result.ignored
             batches += 1
         return pb.PushFeaturesResponse(view=view, written=written, ignored=ignored, batches=batches)
+
+
+SERVICE = "livefeat.v1.FeatureService"
+
+
+def add_to_server(servicer: FeatureServicer, server: Any) -> None:
+    """Register `servicer` on a grpc.aio server, as the generated
+    `add_FeatureServiceServicer_to_server` does but with deserializers that hand
+    unparseable messages to the edge (INVALID_ARGUMENT) instead of failing (UNKNOWN)."""
+    out = pb.GetBundleResponse.SerializeToString, pb.GetFeaturesResponse.SerializeToString
+    push_out = pb.PushFeaturesResponse.SerializeToString
+    handlers = {
+        "GetBundle": grpc.unary_unary_rpc_method_handler(
+            servicer.GetBundle, parser(pb.GetBundleRequest), out[0]
+        ),
+        "GetFeatures": grpc.unary_unary_rpc_method_handler(
+            servicer.GetFeatures, parser(pb.GetFeaturesRequest), out[1]
+        ),
+        "PushFeatures": grpc.unary_unary_rpc_method_handler(
+            servicer.PushFeatures, parser(pb.PushFeaturesRequest), push_out
+        ),
+        "PushFeaturesStream": grpc.stream_unary_rpc_method_handler(
+            servicer.PushFeaturesStream, parser(pb.PushFeaturesRequest), push_out
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def _pair_field(exc: RequestError) -> RequestError:
