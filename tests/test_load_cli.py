@@ -32,6 +32,8 @@ from service.settings import DEMO_REGISTRY
 from service.store.rocks import RocksTier
 from service.workload import WorkloadSpec, write_parquet
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
 PLANS = load_registry(DEMO_REGISTRY).views
 ROOM = "room_stats"

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 ROOM = "room_stats"
 PAIR = "user_room_affinity"
 INT64_MAX = 2**63 - 1

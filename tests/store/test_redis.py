@@ -15,6 +15,8 @@ from service.store.rocks import RocksTier
 from service.store.tiered import UNAVAILABLE, TieredStore
 from tests.support.redis_proc import RedisCluster, RedisServer
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 PREFIX = b"room_stats:0000abcd:"
 TTL_MS = 60_000
 
