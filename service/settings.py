@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=0.25, ge=0)
     # Requests one process works on at once (both front ends); more are refused at
     # once (HTTP 429, gRPC RESOURCE_EXHAUSTED). 0: no bound. docs/operations.md.
-    max_in_flight: int = Field(default=64, ge=0)
+    max_in_flight: int = Field(default=16, ge=0)
     overload_retry_after_s: float = Field(default=1.0, gt=0)
     # `livefeat load` into Redis: at most this many rows/s (0: no limit). Unset: no
     # limit unless serving replicas subscribe to this Redis's change feed, then
