@@ -47,9 +47,16 @@ STOP_TIMEOUT_S = 10.0
 DEMO_TIMEOUT_S = 120.0
 
 
+# Servers started by tests give HTTP reads 5 s, not the production 0.25 s: on a shared
+# CI machine under the whole suite a read can take longer, and tests of values must not
+# see UNAVAILABLE rows for a slow machine. Tests of the deadline set their own.
+TEST_HTTP_TIMEOUT_S = "5"
+
+
 def livefeat_env() -> dict[str, str]:
     """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    return env | {"LIVEFEAT_HTTP_TIMEOUT_S": TEST_HTTP_TIMEOUT_S}
 
 
 def free_port() -> int:
