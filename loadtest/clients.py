@@ -54,6 +54,8 @@ class RunSpec:
     """After the measured window, in-flight requests get this long before they count as timeouts."""
     grpc_channels: str = "per-slot"
     grpc_deadline_s: float | None = 1.0
+    refused_pause_s: float = 0.0
+    """After a refusal (429, RESOURCE_EXHAUSTED) a slot waits this long before its next request."""
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -65,6 +67,8 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 WARMUP, MEASURE, STOP = 0, 1, 2
+OK_STATUSES = frozenset({"200", "OK"})
+REFUSED_STATUSES = frozenset({"429", "RESOURCE_EXHAUSTED"})
 
 
 class Recorder:
@@ -78,6 +82,7 @@ class Recorder:
         self.phase = WARMUP
         self.latencies = array.array("q")
         self.done_ns = array.array("q")  # completion times, for the per-second view
+        self.ok_latencies = array.array("q")  # of good answers only (200, OK)
         self.statuses: Counter[str] = Counter()
         self.body_bytes = 0
         self.warmup_completed = 0
@@ -113,6 +118,8 @@ class Recorder:
         if self.phase == MEASURE:
             self.latencies.append(latency_ns)
             self.done_ns.append(time.perf_counter_ns())
+            if status in OK_STATUSES:
+                self.ok_latencies.append(latency_ns)
             self.statuses[status] += 1
             self.body_bytes += body_bytes
         elif self.phase == WARMUP:
@@ -138,6 +145,9 @@ class Recorder:
             "throughput_rps": stats.throughput(completed, window_s),
             "latency_ms": stats.latency_summary(self.latencies) if completed else None,
             "per_second": stats.per_second(self.latencies, self.done_ns, int(m["t0_ns"])),
+            "ok_latency_ms": (
+                stats.latency_summary(self.ok_latencies) if self.ok_latencies else None
+            ),
             "errors": not_ok + broken + timeouts,
             "status_counts": dict(sorted(self.statuses.items())),
             "connection_errors": dict(self.protocol_errors),
@@ -188,7 +198,16 @@ class _Http1Run(Recorder):
         if self.phase == STOP:
             self.busy.discard(conn)
             self._maybe_done()
+        elif status == 429 and self.spec.refused_pause_s:
+            self.loop.call_later(self.spec.refused_pause_s, self._resume, conn)
         else:
+            conn.send(self.next_request())
+
+    def _resume(self, conn: _Http1Conn) -> None:
+        if self.phase == STOP:
+            self.busy.discard(conn)
+            self._maybe_done()
+        elif conn in self.conns:
             conn.send(self.next_request())
 
     def failed(self, conn: _Http1Conn, reason: str) -> None:
@@ -340,6 +359,8 @@ async def grpc_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
                 response = await call(request, timeout=deadline)
             except grpc.aio.AioRpcError as exc:
                 rec.record(time.perf_counter_ns() - sent, exc.code().name, 0)
+                if exc.code().name in REFUSED_STATUSES and spec.refused_pause_s:
+                    await asyncio.sleep(spec.refused_pause_s)
             else:
                 rec.record(time.perf_counter_ns() - sent, "OK", len(response))
 

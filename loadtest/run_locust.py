@@ -68,7 +68,12 @@ def start_server(args: argparse.Namespace, out: Path) -> subprocess.Popen[bytes]
     ]  # fmt: skip
     log_path = out / "livefeat-serve.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Stepped to the knee and past it, and any failure fails the run: no admission
+        # bound here (a 429 would count as a failure; loadtest/overload.py measures it).
+        env = {**os.environ, "LIVEFEAT_MAX_IN_FLIGHT": "0"}
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     (out / "livefeat-serve.pid").write_text(f"{proc.pid}\n")
     print(f"run_locust: started livefeat serve, pid {proc.pid}, log {log_path}", flush=True)
     url = f"http://{args.host}:{args.http_port}/readyz"

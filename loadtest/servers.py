@@ -198,6 +198,9 @@ def livefeat_server(
     name: str, data_dir: Path, log: Path, redis_url: str | None, env: Mapping[str, str]
 ) -> Server:
     """`livefeat serve` on HOST, free HTTP and gRPC ports (its gRPC port: `.grpc_port`)."""
+    # The benchmarks measure latency against concurrency (up to 32 per process): no
+    # admission bound unless the caller sets one (loadtest/overload.py does).
+    env = {"LIVEFEAT_MAX_IN_FLIGHT": "0", **env}
     server = LivefeatServer(name, [], free_port(), log, http_ready, env=env)
     server.grpc_port = free_port()
     server.cmd = [

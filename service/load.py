@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX
+from service.core.codec import EVENT_TIME_MAX, FLOAT32_MAX, INT64_MAX, MAX_STRING_BYTES
 from service.core.registry import ViewPlan
 from service.core.service import record_writes
 from service.errors import LoadError, TierError
@@ -84,29 +84,31 @@ def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.Parqu
         t = schema.field(f.name).type
         if not _type_ok(f.type, t, f.dim):
             raise LoadError(f"{where} {f.name!r}: expected {f.type}, found {t}")
-    # Keys, event times, vector lengths and float values can only be checked by
-    # reading them: do it now, column by column, so a bad row refuses the file
-    # before any write (push refuses the same values).
+    # Keys, event times, vector lengths, float values, strings and unsigned
+    # integers can only be checked by reading them: do it now, column by column,
+    # so a bad row refuses the file before any write (push refuses the same values).
     vectors = [f for f in plan.codec.features if f.type == "float_vector"
                and not pa.types.is_fixed_size_list(schema.field(f.name).type)]  # fmt: skip
     floats = [f for f in plan.codec.features if f.type in ("double", "float", "float_vector")
               and not pa.types.is_integer(schema.field(f.name).type)]  # fmt: skip
-    columns = [*plan.key_columns, "event_time", *{f.name: 0 for f in (*vectors, *floats)}]
+    strings = [f for f in plan.codec.features if f.type == "string"]
+    # uint64 can hold values int64 cannot: they would wrap to negatives when stored.
+    unsigned = [f for f in plan.codec.features if f.type == "int64"
+                and schema.field(f.name).type == pa.uint64()]  # fmt: skip
+    every_vector = [f for f in plan.codec.features if f.type == "float_vector"]
+    wanted = (*every_vector, *floats, *strings, *unsigned)
+    columns = [*plan.key_columns, "event_time", *{f.name: 0 for f in wanted}]
     seen = 0
     for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
-        for key in [*plan.key_columns, "event_time"]:
+        for key in plan.key_columns:
             col = batch.column(key)
             if col.null_count:
                 raise LoadError(f"{where} {key!r}: null in row {seen + _first_null(col)}")
             low = pc.min(col).as_py()
-            if key != "event_time" and low < 0:
+            if low < 0:
                 raise LoadError(f"{where} {key!r}: negative id {low}")
-            if key == "event_time":
-                ms = _ms(col).to_numpy()
-                if ms.min() < 0 or ms.max() > EVENT_TIME_MAX:
-                    raise LoadError(
-                        f"{where} 'event_time': outside 1970..year 10889 (ms 0..2**48-1)"
-                    )
+            _check_int64(where, key, "id", col, seen)
+        _check_event_times(where, batch.column("event_time"), seen)
         for f in floats:
             _check_floats(where, f, batch.column(f.name), seen)
         for f in vectors:
@@ -115,8 +117,53 @@ def check_file(plan: ViewPlan, path: Path, batch_rows: int = 65_536) -> pq.Parqu
             if pc.any(bad).as_py():
                 row = seen + int(pc.index(bad, True).as_py())
                 raise LoadError(f"{where} {f.name!r}: row {row} has not {f.dim} values")
+        for f in every_vector:  # a whole vector may be null (default), not one of its values
+            if batch.column(f.name).flatten().null_count:
+                raise LoadError(f"{where} {f.name!r}: a null inside a vector (rows from {seen})")
+        for f in strings:
+            _check_strings(where, f.name, batch.column(f.name), seen)
+        for f in unsigned:
+            _check_int64(where, f.name, "value", batch.column(f.name), seen)
         seen += batch.num_rows
     return pf
+
+
+def _check_event_times(where: str, col: pa.Array, seen: int) -> None:
+    """Event times as the write path takes them: ms (timestamps floored) in 0..2**48-1."""
+    if col.null_count:
+        raise LoadError(f"{where} 'event_time': null in row {seen + _first_null(col)}")
+    if pa.types.is_unsigned_integer(col.type):
+        _check_int64(where, "event_time", "event time", col, seen)
+    ms = event_times_ms(col).to_numpy()
+    bad = (ms < 0) | (ms > EVENT_TIME_MAX)
+    if bad.any():
+        raise LoadError(
+            f"{where} 'event_time': row {seen + int(bad.argmax())} outside 1970..year 10889 "
+            "(ms 0..2**48-1)"
+        )
+
+
+def _check_int64(where: str, name: str, what: str, col: pa.Array, seen: int) -> None:
+    """Refuse unsigned values over 2**63-1, naming the row (they would wrap negative)."""
+    if not pa.types.is_unsigned_integer(col.type) or col.type.bit_width < 64:
+        return
+    over = pc.greater(col, pa.scalar(INT64_MAX, pa.uint64()))
+    if pc.any(over).as_py():
+        row = int(pc.index(over, True).as_py())
+        raise LoadError(
+            f"{where} {name!r}: row {seen + row}: {what} {col[row].as_py()} over 2**63-1 (int64)"
+        )
+
+
+def _check_strings(where: str, name: str, col: pa.Array, seen: int) -> None:
+    """Refuse strings over MAX_STRING_BYTES of UTF-8 (the stored length is 16 bits)."""
+    lengths = pc.binary_length(col).fill_null(0)
+    if len(lengths) and pc.max(lengths).as_py() > MAX_STRING_BYTES:
+        row = int(pc.index(pc.greater(lengths, MAX_STRING_BYTES), True).as_py())
+        raise LoadError(
+            f"{where} {name!r}: row {seen + row}: string of {lengths[row].as_py()} bytes, "
+            f"at most {MAX_STRING_BYTES}"
+        )
 
 
 def _check_floats(where: str, f: Any, col: pa.Array, seen: int) -> None:
@@ -131,7 +178,7 @@ def _check_floats(where: str, f: Any, col: pa.Array, seen: int) -> None:
         raise LoadError(f"{where} {f.name!r}: value out of the float32 range (rows from {seen})")
 
 
-def _ms(col: pa.Array) -> pa.Array:
+def event_times_ms(col: pa.Array) -> pa.Array:
     """Event times as int64 milliseconds (timestamps of any unit are floored to ms)."""
     if pa.types.is_timestamp(col.type):
         return pc.cast(col, pa.timestamp("ms"), safe=False).cast(pa.int64())
@@ -145,7 +192,7 @@ def _first_null(col: pa.Array) -> int:
 def encode_batch(plan: ViewPlan, batch: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
     """(key, stored value) of every row of a checked batch; nulls become defaults."""
     keys = plan.column_keys([batch.column(k).to_numpy().tolist() for k in plan.key_columns])
-    et = _ms(batch.column("event_time"))
+    et = event_times_ms(batch.column("event_time"))
     columns: dict[str, Any] = {}
     for f in plan.codec.features:
         col = batch.column(f.name)
@@ -341,7 +388,7 @@ async def load_file(
             while len(in_flight) >= depth:
                 written += await finish(*in_flight.popleft())  # in order: checkpoints too
             rows += len(items)
-            newest = int(pc.max(_ms(batch.column("event_time"))).as_py())
+            newest = int(pc.max(event_times_ms(batch.column("event_time"))).as_py())
             in_flight.append((asyncio.ensure_future(write(items)), items, rows, newest))
         while in_flight:
             written += await finish(*in_flight.popleft())

@@ -210,3 +210,15 @@ SERVED_LOG_QUEUED = Gauge(
     "Sampled bundle answers waiting to be encoded and sent.",
     registry=REGISTRY,
 )
+REFUSED = Counter(
+    "livefeat_requests_refused_total",
+    "Requests refused at once, without any work, because the process had "
+    "LIVEFEAT_MAX_IN_FLIGHT requests in flight, by front end.",
+    ["transport"],
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "livefeat_requests_in_flight",
+    "Requests (reads and pushes, both front ends) this process is working on.",
+    registry=REGISTRY,
+)

@@ -13,6 +13,8 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from service import metrics
+from service.core.admission import Admission
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
 from service.core.service import FeatureService, Limits
@@ -115,10 +117,22 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
     core.store.start()  # change feed, presence filter
     served.start()
     try:
-        app = create_app(core, settings.max_body_bytes, settings.report_dir, served)
+        admission = Admission(
+            settings.max_in_flight, settings.overload_retry_after_s, metrics.IN_FLIGHT
+        )
+        app = create_app(
+            core,
+            settings.max_body_bytes,
+            timeout_s=settings.http_timeout_s,
+            admission=admission,
+            report_dir=settings.report_dir,
+            served_log=served,
+        )
         http = _HttpServer(_http_config(app, settings))
-        rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
-                         served_log=served)  # fmt: skip
+        rpc = GrpcServer(
+            core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
+            admission=admission, served_log=served,
+        )  # fmt: skip
         with _Signals() as signals:
             await rpc.start()
             http_task = asyncio.create_task(_run_http(http))

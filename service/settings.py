@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_ids: int = Field(default=2000, ge=1)
     max_push_rows: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=8 << 20, ge=1024)
+    # HTTP read budget per request (X-Livefeat-Timeout-Ms overrides it; 0: none). Above
+    # the Redis socket timeout, so a stalled Redis still leaves time to read RocksDB.
+    http_timeout_s: float = Field(default=0.25, ge=0)
+    # Requests one process works on at once (both front ends); more are refused at
+    # once (HTTP 429, gRPC RESOURCE_EXHAUSTED). 0: no bound. docs/operations.md.
+    max_in_flight: int = Field(default=16, ge=0)
+    overload_retry_after_s: float = Field(default=1.0, gt=0)
     # `livefeat load` into Redis: at most this many rows/s (0: no limit). Unset: no
     # limit unless serving replicas subscribe to this Redis's change feed, then
     # load_serving_rows_per_s, so that a load does not hurt their latency.

@@ -28,8 +28,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.redis_proc import RedisServer
+
+# Property tests (hypothesis): "ci", the default, is derandomized (the same examples on
+# every run, no example database) and small enough for the property set to run in
+# under a minute; HYPOTHESIS_PROFILE=dev runs 10x the examples with fresh randomness.
+# No per-example deadline in either: a shared CI machine must not fail a slow example.
+hypothesis_settings.register_profile("ci", max_examples=60, derandomize=True, database=None,
+                                     deadline=None, print_blob=True)  # fmt: skip
+hypothesis_settings.register_profile("dev", max_examples=600, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
 READY_TIMEOUT_S = 30.0
@@ -37,9 +47,16 @@ STOP_TIMEOUT_S = 10.0
 DEMO_TIMEOUT_S = 120.0
 
 
+# Servers started by tests give HTTP reads 5 s, not the production 0.25 s: on a shared
+# CI machine under the whole suite a read can take longer, and tests of values must not
+# see UNAVAILABLE rows for a slow machine. Tests of the deadline set their own.
+TEST_HTTP_TIMEOUT_S = "5"
+
+
 def livefeat_env() -> dict[str, str]:
     """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    return env | {"LIVEFEAT_HTTP_TIMEOUT_S": TEST_HTTP_TIMEOUT_S}
 
 
 def free_port() -> int:
@@ -52,7 +69,13 @@ def free_port() -> int:
 class LiveServer:
     """One `livefeat serve` subprocess on 127.0.0.1, its output in files under `log_dir`."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_dir: Path,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -76,7 +99,11 @@ class LiveServer:
         ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=livefeat_env()
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env={**livefeat_env(), **(env or {})},
             )
         self.pid = self.proc.pid
 
@@ -127,12 +154,16 @@ PORT_TAKEN = "address already in use"
 
 
 def start_live(
-    data_dir: Path, log_dir: Path, extra_args: Sequence[str], started: list[LiveServer]
+    data_dir: Path,
+    log_dir: Path,
+    extra_args: Sequence[str],
+    started: list[LiveServer],
+    env: dict[str, str] | None = None,
 ) -> LiveServer:
     """A ready LiveServer; started again on other ports if one of its free ports was
     taken between choosing it and binding it (other processes share the machine)."""
     for attempt in range(3):
-        server = LiveServer(data_dir, log_dir, extra_args)
+        server = LiveServer(data_dir, log_dir, extra_args, env)
         started.append(server)
         try:
             server.wait_ready()
@@ -173,12 +204,12 @@ def fresh_data_dir(demo_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start (and wait for) servers over given data dirs, with extra `serve` flags;
-    every one is stopped at teardown."""
+    """Start (and wait for) servers over given data dirs, with extra `serve` flags and
+    LIVEFEAT_* settings (`env`); every one is stopped at teardown."""
     started: list[LiveServer] = []
 
-    def start(data_dir: Path, *extra_args: str) -> LiveServer:
-        return start_live(data_dir, tmp_path / "logs", extra_args, started)
+    def start(data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> LiveServer:
+        return start_live(data_dir, tmp_path / "logs", extra_args, started, env)
 
     yield start
     for server in started:

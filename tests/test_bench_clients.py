@@ -17,6 +17,8 @@ from loadtest import prepare
 from loadtest.clients import RunSpec, run_client
 from loadtest.servers import HOST, echo_server
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 
 @pytest.mark.parametrize(("transport", "client", "channels"), [
     ("http", "http1", "shared"), ("grpc", "grpc", "shared"), ("grpc", "grpc", "per-slot"),

@@ -32,6 +32,8 @@ from service.settings import DEMO_REGISTRY
 from service.store.rocks import RocksTier
 from service.workload import WorkloadSpec, write_parquet
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 LIVEFEAT = str(Path(sys.executable).with_name("livefeat"))
 PLANS = load_registry(DEMO_REGISTRY).views
 ROOM = "room_stats"
@@ -134,6 +136,26 @@ def _one_short_vector(row: int) -> Breaker:
     return change
 
 
+def _uint64_row(name: str, row: int, value: int) -> Breaker:
+    """The column as uint64 (valid values kept), with `value` at `row`."""
+
+    def change(t: pa.Table) -> pa.Table:
+        values = t.column(name).cast(pa.int64()).to_pylist()
+        values[row] = value
+        return replace(t, name, pa.array(values, pa.uint64()))
+
+    return change
+
+
+def _null_in_vector(row: int) -> Breaker:
+    def change(t: pa.Table) -> pa.Table:
+        vectors = t.column("room_embedding").to_pylist()
+        vectors[row] = [None, *vectors[row][1:]]
+        return replace(t, "room_embedding", pa.array(vectors, pa.list_(pa.float32())))
+
+    return change
+
+
 # --- the loads that each go into a fresh data dir, run concurrently ------------------------
 
 
@@ -185,6 +207,29 @@ REFUSED: dict[str, tuple[Run, str]] = {
     "missing-event-time": (Run(ROOM, _drop("event_time"), args=BATCH), "'event_time'"),
     "pair-negative-room_id": (Run(PAIR, _set_row("room_id", 4_999, -1), args=BATCH), "'room_id'"),
     "not-parquet": (Run(ROOM, file="room_id,viewer_count\n1,2\n"), "input.parquet"),
+    # Refused by push, so refused by load (before any write): the stored length is 16 bits.
+    "string-over-65535-bytes": (
+        Run(ROOM, _set_row("category", 180, "\u00e9" * 32_768), args=BATCH),
+        "'category': row 180: string of 65536 bytes",
+    ),
+    # uint64 values over 2**63-1 would wrap to negative ids or values when stored.
+    "uint64-id-over-int64": (
+        Run(ROOM, _uint64_row("room_id", 160, 2**63), args=BATCH),
+        "'room_id': row 160: id 9223372036854775808",
+    ),
+    "uint64-pair-user-over-int64": (
+        Run(PAIR, _uint64_row("user_id", 4_000, 2**64 - 1), args=BATCH),
+        "'user_id': row 4000",
+    ),
+    "uint64-feature-over-int64": (
+        Run(ROOM, _uint64_row("viewer_count", 140, 2**63 + 5), args=BATCH),
+        "'viewer_count': row 140: value 9223372036854775813",
+    ),
+    "uint64-event-time-over-int64": (
+        Run(ROOM, _uint64_row("event_time", 120, 2**63), args=BATCH),
+        "'event_time': row 120",
+    ),
+    "null-inside-a-vector": (Run(ROOM, _null_in_vector(110), args=BATCH), "'room_embedding'"),
     "unknown-view": (Run("room_statz", source=ROOM), "room_statz"),
 }
 

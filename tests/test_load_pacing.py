@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+
+import pytest
 
 from service.errors import TierUnavailable
 from service.load import Pacer
@@ -11,29 +12,42 @@ from service.load import Pacer
 ITEMS = [(b"k%d" % i, b"v") for i in range(2_000)]
 
 
-def test_no_limit_writes_each_batch_whole_without_waiting() -> None:
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays the pacer asks asyncio.sleep for (none is slept: no clock in the checks)."""
+    asked: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        asked.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return asked
+
+
+def test_no_limit_writes_each_batch_whole_without_waiting(sleeps: list[float]) -> None:
     async def go() -> None:
         pacer = Pacer(0)
         await pacer.refresh()
         assert pacer.slices(ITEMS) == [ITEMS]
-        started = time.perf_counter()
         await pacer.wait(1_000_000)
-        assert time.perf_counter() - started < 0.5
+        assert sleeps == []
         assert pacer.describe() == ""
 
     asyncio.run(go())
 
 
-def test_a_fixed_rate_spreads_slices_over_time() -> None:
+def test_a_fixed_rate_spreads_slices_over_time(sleeps: list[float]) -> None:
     async def go() -> None:
         pacer = Pacer(10_000)
         slices = pacer.slices(ITEMS)
         assert [len(s) for s in slices] == [Pacer.SLICE_ROWS] * (2_000 // Pacer.SLICE_ROWS)
-        started = time.perf_counter()
         for part in slices:
             await pacer.wait(len(part))
-        # The first slice goes at once; each later one waits for the rows before it.
-        assert time.perf_counter() - started >= (2_000 - Pacer.SLICE_ROWS) / 10_000 * 0.95
+        # The first slice goes at once; each later one waits for the rows before it
+        # (the sleeps are not slept, so each delay counts from the first slice).
+        assert len(sleeps) == len(slices) - 1
+        assert sleeps == sorted(sleeps)
+        assert max(sleeps) == pytest.approx((2_000 - Pacer.SLICE_ROWS) / 10_000, abs=0.01)
         assert pacer.describe() == "; paced to 10,000 rows/s (--max-rows-per-s)"
 
     asyncio.run(go())

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from service.core.registry import load_registry
 from service.load import check_file, encode_batch, iter_batches
@@ -16,6 +17,8 @@ from service.settings import DEMO_REGISTRY
 from service.store.rocks import RocksTier
 from service.workload import WorkloadSpec, write_parquet
 from tests.conftest import LIVEFEAT, livefeat_env
+
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
 
 
 def test_sigkill_halfway_then_rerun(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ features one by one.
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -138,9 +139,25 @@ def string_entry(text: str) -> bytes:
     return b"\x12" + varint(len(data)) + data
 
 
-def _show(value: Any) -> str:
-    text = orjson.dumps(value, default=repr).decode()
+# For values too deeply nested for orjson (255 levels) or repr (the recursion limit).
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 40
+
+
+def show(value: Any) -> str:
+    """A short (at most 40 characters) rendering of any value from a request, for errors.
+
+    Never raises: a request may nest values 1,000 levels deep or send megabyte names.
+    """
+    try:
+        text = orjson.dumps(value, default=repr).decode()
+    except (TypeError, RecursionError):
+        text = _SHORT_REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_show = show
 
 
 # Part of every schema version: bump it when the stored form itself changes
@@ -268,10 +285,14 @@ class ViewCodec:
     def decode_row(self, buf: bytes) -> Row:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue."""
         event_time_ms, out, scalars = self._decode_parts(buf)
+        # A double beyond the float32 range is inf in the ranker's float32 matrix, as
+        # the cast gives it; without errstate numpy also warns (an error under pytest).
+        with np.errstate(over="ignore"):
+            numeric = np.array(scalars, dtype=np.float32).tobytes()
         return (
             event_time_ms,
             orjson.dumps(out, option=_JSON_OPTS)[1:-1],
-            np.array(scalars, dtype=np.float32).tobytes(),
+            numeric,
             tuple(buf[o : o + 4 * dim] for _, o, dim in self._vector_slots),
             tuple(string_entry(out[k]) for k in self._string_keys),
         )
@@ -292,7 +313,9 @@ class ViewCodec:
         return [f.name for f in self._strings]
 
     def decode_values(self, buf: bytes) -> tuple[int, dict[str, Any]]:
-        """Decode a stored value into (event_time_ms, {feature: plain Python value})."""
+        """Decode a stored value into (event_time_ms, {feature: plain Python value}).
+
+        Raises CorruptValue."""
         event_time_ms, out = self._decode(buf)
         cut = len(self.view) + 1
         return event_time_ms, orjson.loads(

@@ -49,7 +49,7 @@ class FeatureSpec(_Strict):
 
 class ViewSpec(_Strict):
     entity: str
-    max_age_s: float = Field(gt=0)
+    max_age_s: float = Field(gt=0, allow_inf_nan=False)
     # At most 100 years: the TTL travels to Redis in ms (service/store/redis.py).
     storage_ttl_s: int = Field(gt=0, le=MAX_STORAGE_TTL_S)
     features: dict[str, FeatureSpec] = Field(min_length=1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import metrics
-from service.core.codec import EVENT_TIME, CorruptValue, Row, ViewCodec, check_value
+from service.core.codec import EVENT_TIME, CorruptValue, Row, ViewCodec, check_value, show
 from service.core.registry import BundlePlan, Registry, ViewPlan
 from service.core.status import Status
 from service.core.validate import check_event_time, check_id, check_ids, check_pair
@@ -100,14 +100,14 @@ class FeatureService:
         """The compiled bundle `name`. Raises NotFound."""
         plan = self.registry.bundles.get(name) if isinstance(name, str) else None
         if plan is None:
-            raise NotFound("bundle", f"no bundle named {name!r}")
+            raise NotFound("bundle", f"no bundle named {show(name)}")
         return plan
 
     def view_plan(self, name: Any, field: str = "view") -> ViewPlan:
         """The compiled view `name`. Raises NotFound."""
         plan = self.registry.views.get(name) if isinstance(name, str) else None
         if plan is None:
-            raise NotFound(field, f"no view named {name!r}")
+            raise NotFound(field, f"no view named {show(name)}")
         return plan
 
     async def get_bundle(

@@ -4,7 +4,9 @@ Every handler of the servicer is wrapped by `edge(route)`, which times the call,
 maps livefeat's errors to status codes (looked up along the exception's
 `__mro__`, the most specific entry wins), and records
 `livefeat_request_duration_seconds` / `livefeat_requests_total` with
-transport="grpc". Requests refused by gRPC itself (a message over
+transport="grpc". When the servicer has an `admission` (service/core/admission.py),
+each call is admitted first, or refused at once with RESOURCE_EXHAUSTED.
+Requests refused by gRPC itself (a message over
 max_receive_message_length: RESOURCE_EXHAUSTED) never reach a handler.
 """
 
@@ -18,8 +20,11 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from service import metrics
+from service.core.admission import Overloaded
+from service.core.deadline import read_budget_s
 from service.errors import (
     InvalidArgument,
     LivefeatError,
@@ -39,22 +44,51 @@ CODE_OF: dict[type[Exception], grpc.StatusCode] = {
     InvalidArgument: Code.INVALID_ARGUMENT,
     RequestError: Code.INVALID_ARGUMENT,
     TierError: Code.UNAVAILABLE,
+    # Too many calls in flight in this process: retrying later (or elsewhere) helps.
+    Overloaded: Code.RESOURCE_EXHAUSTED,
     LivefeatError: Code.INTERNAL,
 }
 FIELD_KEY = "livefeat-field"
 REASON_KEY = "livefeat-reason"
+RETRY_KEY = "livefeat-retry-after-ms"
 MAX_METADATA_CHARS = 1024
-
-# Of the caller's remaining time, what the core may spend reading tiers: the rest
-# is kept to encode and send the answer before the deadline.
-MARGIN_FRACTION = 0.1
-MIN_MARGIN_S = 0.001
 
 # grpc.aio.ServicerContext; grpcio ships no type information.
 Context: TypeAlias = Any
 S = TypeVar("S")
 R = TypeVar("R")
 Handler = Callable[[S, Any, Context], Awaitable[R]]
+
+
+class Malformed:
+    """A request message that did not parse (what `parser` gives the handler instead).
+
+    gRPC answers UNKNOWN when a deserializer raises; livefeat answers
+    INVALID_ARGUMENT naming `request` (the edge), or `batches[i]` in a stream.
+    """
+
+    __slots__ = ("message", "reason")
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.message = message
+        self.reason = reason
+
+    def error(self, field: str = "request") -> InvalidArgument:
+        """The error to answer with."""
+        return InvalidArgument(field, f"not a valid {self.message}: {self.reason}")
+
+
+def parser(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns Malformed instead of raising DecodeError."""
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError as exc:
+            return Malformed(name, str(exc) or "cannot parse")
+
+    return parse
 
 
 def code_of(exc: Exception) -> grpc.StatusCode:
@@ -65,9 +99,7 @@ def code_of(exc: Exception) -> grpc.StatusCode:
 def core_timeout(context: Context) -> float | None:
     """Seconds the core may spend on tier reads, from the caller's deadline (None: no deadline)."""
     remaining = context.time_remaining()
-    if remaining is None:
-        return None
-    return max(remaining - max(remaining * MARGIN_FRACTION, MIN_MARGIN_S), 0.0)
+    return None if remaining is None else read_budget_s(remaining)
 
 
 def _ascii(text: str) -> str:
@@ -76,7 +108,10 @@ def _ascii(text: str) -> str:
 
 
 def error_metadata(exc: Exception) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata naming the refused field and the reason (RequestErrors only)."""
+    """Trailing metadata naming the refused field and the reason (RequestErrors), or
+    how long to wait before retrying (Overloaded)."""
+    if isinstance(exc, Overloaded):
+        return ((RETRY_KEY, str(round(exc.retry_after_s * 1000))),)
     if not isinstance(exc, RequestError):
         return ()
     return ((FIELD_KEY, _ascii(exc.field)), (REASON_KEY, _ascii(exc.reason)))
@@ -105,16 +140,28 @@ class _Recorder:
 def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
     """Wrap a servicer method: map errors, record metrics under `route` (the RPC name)."""
     record = _Recorder(route)
+    refused = metrics.REFUSED.labels("grpc")
 
     def wrap(handler: Handler[S, R]) -> Handler[S, R]:
         @functools.wraps(handler)
         async def call(self: S, request: Any, context: Context) -> R:
             start = time.perf_counter()
             code = Code.OK
+            admission = getattr(self, "admission", None)
             try:
-                return await handler(self, request, context)
+                if isinstance(request, Malformed):
+                    raise request.error()
+                if admission is None:
+                    return await handler(self, request, context)
+                admission.enter()  # raises Overloaded
+                try:
+                    return await handler(self, request, context)
+                finally:
+                    admission.leave()
             except LivefeatError as exc:
                 code = code_of(exc)
+                if isinstance(exc, Overloaded):
+                    refused.inc()
                 if code is Code.INTERNAL:
                     log.error("request failed", rpc=route, error=str(exc))
                 await context.abort(code, str(exc), error_metadata(exc))

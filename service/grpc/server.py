@@ -10,9 +10,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
+from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import LivefeatError
-from service.grpc.servicer import FeatureServicer
+from service.grpc.servicer import FeatureServicer, add_to_server
 from service.served_log import DISABLED, ServedLog
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
@@ -35,7 +36,8 @@ class GrpcServer:
     RESOURCE_EXHAUSTED before any work. `port` 0 picks a free port (see `.port`).
     Health follows the store, as /readyz does: SERVING while a durable tier can
     answer (asked every `ready_every_s`), NOT_SERVING otherwise and for good
-    once draining. Raises LivefeatError if the address cannot be bound.
+    once draining. `admission` bounds the calls in flight (shared with HTTP; None:
+    unbounded). Raises LivefeatError if the address cannot be bound.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         ready_every_s: float = READY_EVERY_S,
+        admission: Admission | None = None,
         served_log: ServedLog = DISABLED,
     ) -> None:
         options: list[tuple[str, Any]] = [
@@ -53,7 +56,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self.server = grpc.aio.server(options=options)
-        FeatureServicer(core, served_log).add_to(self.server)
+        add_to_server(FeatureServicer(core, admission, served_log), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -16,10 +16,11 @@ import grpc
 from service import metrics
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
+from service.core.admission import Admission
 from service.core.service import FeatureService
 from service.errors import InvalidArgument, RequestError
 from service.grpc.convert import push_rows
-from service.grpc.edge import Context, core_timeout, edge
+from service.grpc.edge import Context, Malformed, core_timeout, edge, parser
 from service.grpc.wire import WireEncoder
 from service.http.request_id import new_request_id
 from service.served_log import DISABLED, ServedLog
@@ -30,36 +31,17 @@ _PAIR_FIELD = re.compile(r"^ids\[(\d+)\]\[([01])\]")
 class FeatureServicer(pb_grpc.FeatureServiceServicer):
     """gRPC handlers over one FeatureService core."""
 
-    def __init__(self, core: FeatureService, served_log: ServedLog = DISABLED) -> None:
+    def __init__(
+        self,
+        core: FeatureService,
+        admission: Admission | None = None,
+        served_log: ServedLog = DISABLED,
+    ) -> None:
         self.core = core
+        self.admission = admission  # read by `edge`
         self.served_log = served_log
         self.wire = WireEncoder(core.registry)
         self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
-
-    def add_to(self, server: grpc.aio.Server) -> None:
-        """Register the service on `server`. GetBundle and GetFeatures answer with wire
-        bytes (wire.py), handed to gRPC without a serializer."""
-        handlers = {
-            "GetBundle": grpc.unary_unary_rpc_method_handler(
-                self.GetBundle, request_deserializer=pb.GetBundleRequest.FromString
-            ),
-            "GetFeatures": grpc.unary_unary_rpc_method_handler(
-                self.GetFeatures, request_deserializer=pb.GetFeaturesRequest.FromString
-            ),
-            "PushFeatures": grpc.unary_unary_rpc_method_handler(
-                self.PushFeatures,
-                request_deserializer=pb.PushFeaturesRequest.FromString,
-                response_serializer=pb.PushFeaturesResponse.SerializeToString,
-            ),
-            "PushFeaturesStream": grpc.stream_unary_rpc_method_handler(
-                self.PushFeaturesStream,
-                request_deserializer=pb.PushFeaturesRequest.FromString,
-                response_serializer=pb.PushFeaturesResponse.SerializeToString,
-            ),
-        }
-        name = pb.DESCRIPTOR.services_by_name["FeatureService"].full_name
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-        server.add_registered_method_handlers(name, handlers)
 
     @edge("GetBundle")
     async def GetBundle(self, request: pb.GetBundleRequest, context: Context) -> bytes:
@@ -111,6 +93,8 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         written = ignored = batches = 0
         async for request in requests:
             try:
+                if isinstance(request, Malformed):
+                    raise request.error("request")
                 if view and request.view != view:
                     raise InvalidArgument("view", f"a stream carries one view ({view!r})")
                 result = await self.core.push(request.view, push_rows(request.rows), "load")
@@ -121,6 +105,33 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             ignored += result.ignored
             batches += 1
         return pb.PushFeaturesResponse(view=view, written=written, ignored=ignored, batches=batches)
+
+
+SERVICE = "livefeat.v1.FeatureService"
+
+
+def add_to_server(servicer: FeatureServicer, server: Any) -> None:
+    """Register `servicer` on a grpc.aio server, as the generated
+    `add_FeatureServiceServicer_to_server` does, but with deserializers that hand
+    unparseable messages to the edge (INVALID_ARGUMENT) instead of failing (UNKNOWN),
+    and no serializer for GetBundle and GetFeatures: they answer with wire bytes (wire.py)."""
+    push_out = pb.PushFeaturesResponse.SerializeToString
+    handlers = {
+        "GetBundle": grpc.unary_unary_rpc_method_handler(
+            servicer.GetBundle, parser(pb.GetBundleRequest)
+        ),
+        "GetFeatures": grpc.unary_unary_rpc_method_handler(
+            servicer.GetFeatures, parser(pb.GetFeaturesRequest)
+        ),
+        "PushFeatures": grpc.unary_unary_rpc_method_handler(
+            servicer.PushFeatures, parser(pb.PushFeaturesRequest), push_out
+        ),
+        "PushFeaturesStream": grpc.stream_unary_rpc_method_handler(
+            servicer.PushFeaturesStream, parser(pb.PushFeaturesRequest), push_out
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def _pair_field(exc: RequestError) -> RequestError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
+from service.core.admission import Admission, Overloaded
 from service.core.service import FeatureService
 from service.errors import (
     InvalidArgument,
@@ -23,7 +25,9 @@ from service.errors import (
     TooLarge,
 )
 from service.http import schemas
+from service.http.admission import AdmissionMiddleware
 from service.http.console import add_console
+from service.http.deadline import BadHeader, deadline_of
 from service.http.encode import encode_bundle, encode_features
 from service.http.hot import HotRoutes
 from service.http.middleware import MetricsMiddleware
@@ -38,6 +42,7 @@ STATUS_OF: dict[type[Exception], int] = {
     TooLarge: 413,
     InvalidArgument: 422,
     RequestError: 400,
+    Overloaded: 429,
     TierError: 503,
     LivefeatError: 500,
 }
@@ -48,6 +53,8 @@ class MalformedBody(InvalidArgument):
 
 
 STATUS_OF[MalformedBody] = 400
+STATUS_OF[BadHeader] = 400
+_DEBUG_ID = re.compile(r"[0-9]{1,19}(:[0-9]{1,19})?")  # ASCII digits only: int() takes others
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -68,7 +75,7 @@ def error_response(exc: Exception, rid: str = "") -> Response:
 
 async def _body(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge("body", f"{declared} bytes, at most {limit}")
     raw = await request.body()
     if len(raw) > limit:
@@ -77,6 +84,8 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody("body", f"not valid JSON: {exc}") from None
+    except RecursionError:  # orjson raises this, not JSONDecodeError, near 1,000 levels
+        raise MalformedBody("body", "nested too deeply (JSON over ~1,000 levels)") from None
     if not isinstance(body, dict):
         raise MalformedBody("body", "expected a JSON object")
     return body
@@ -93,11 +102,16 @@ async def _internal(request: Request, exc: Exception) -> Response:
 def create_app(
     core: FeatureService,
     max_body_bytes: int = 8 << 20,
+    timeout_s: float = 0.0,
+    admission: Admission | None = None,
     report_dir: Path | None = None,
     served_log: ServedLog = DISABLED,
 ) -> FastAPI:
     """The HTTP front end over `core`. `app.state.draining` turns /readyz false.
 
+    `timeout_s` is the default read budget of a request (0: none; the
+    X-Livefeat-Timeout-Ms header overrides it); `admission` bounds the requests
+    in flight (shared with the gRPC front end; None: unbounded).
     `report_dir`: where `livefeat report` writes; served at /ui/report (console.py).
     `served_log` gets every bundle answer (and samples it).
     """
@@ -126,10 +140,12 @@ def create_app(
               openapi_extra=schemas.body_doc(schemas.BundleRequest))  # fmt: skip
     async def bundle(request: Request) -> Response:
         """Features of one user, its candidate rooms and the user x room pairs."""
+        deadline = deadline_of(request, timeout_s)
         body = await _body(request, max_body_bytes)
         result = await core.get_bundle(
-            body.get("bundle"), body.get("user_id"), body.get("room_ids")
-        )
+            body.get("bundle"), body.get("user_id"), body.get("room_ids"),
+            deadline.read_timeout_s(),
+        )  # fmt: skip
         bundle_sizes.observe(len(result.room_ids))
         served_log.offer(result, request_id(request))
         return Response(encode_bundle(result), media_type=JSON)
@@ -138,8 +154,11 @@ def create_app(
               openapi_extra=schemas.body_doc(schemas.FeaturesRequest))  # fmt: skip
     async def features(request: Request) -> Response:
         """Rows of one view for a list of ids."""
+        deadline = deadline_of(request, timeout_s)
         body = await _body(request, max_body_bytes)
-        ids, rows = await core.get_features(body.get("view"), body.get("ids"))
+        ids, rows = await core.get_features(
+            body.get("view"), body.get("ids"), deadline.read_timeout_s()
+        )
         return Response(encode_features(rows.plan.name, ids, rows), media_type=JSON)
 
     @app.post("/v1/push", response_model=schemas.PushResponse,
@@ -161,10 +180,9 @@ def create_app(
     @app.get("/debug/entity/{view}/{entity_id}")
     async def debug_entity(view: str, entity_id: str) -> Response:
         """The row in every tier, with its event time and age. Pairs: `user_id:room_id`."""
-        parts = entity_id.split(":")
-        if not all(p.isdigit() for p in parts) or len(parts) > 2:
+        if not _DEBUG_ID.fullmatch(entity_id):
             raise InvalidArgument("id", "expected an integer id, or user_id:room_id")
-        ids = [int(p) for p in parts]
+        ids = [int(p) for p in entity_id.split(":")]
         return _json(await core.inspect(view, ids if len(ids) == 2 else ids[0]))
 
     @app.get("/healthz")
@@ -191,6 +209,8 @@ def create_app(
     # metrics and request-id middleware around them.
     hot = {"/v1/bundle": bundle, "/v1/features": features}
     app.add_middleware(HotRoutes, routes=hot, on_error=_livefeat_error, on_unexpected=_internal)
+    if admission is not None:  # outside the hot routes, inside metrics and the request id
+        app.add_middleware(AdmissionMiddleware, admission=admission)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, its id on every answer
     return app

@@ -6,17 +6,25 @@ these models describe the same contract to readers and client generators.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+
+from service.core.codec import EVENT_TIME_MAX, INT64_MAX
+
+# What the core accepts (service/core/validate.py), so that generated clients and
+# fuzzers (schemathesis) send the values the service takes, and only those.
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Pair = Annotated[list[Id], Field(min_length=2, max_length=2)]
+MAX_IDS = 2000
 
 
 class BundleRequest(BaseModel):
     """POST /v1/bundle."""
 
     bundle: str = Field(examples=["live_ranker"])
-    user_id: int = Field(ge=0, examples=[7])
-    room_ids: list[int] = Field(min_length=1, max_length=2000, examples=[[1, 2, 3]])
+    user_id: Id = Field(examples=[7])
+    room_ids: list[Id] = Field(min_length=1, max_length=MAX_IDS, examples=[[1, 2, 3]])
 
 
 class Entity(BaseModel):
@@ -40,7 +48,7 @@ class FeaturesRequest(BaseModel):
     """POST /v1/features: ids, or [user_id, room_id] pairs for a pair view."""
 
     view: str = Field(examples=["room_stats"])
-    ids: list[int | list[int]] = Field(min_length=1, max_length=2000, examples=[[5, 9]])
+    ids: list[Id | Pair] = Field(min_length=1, max_length=MAX_IDS, examples=[[5, 9]])
 
 
 class FeaturesResponse(BaseModel):
@@ -53,16 +61,20 @@ class FeaturesResponse(BaseModel):
 class PushRow(BaseModel):
     """One row; features left out keep their stored values."""
 
-    id: int | list[int]
-    event_time_ms: int = Field(ge=0)
-    values: dict[str, Any]
+    model_config = {"extra": "forbid"}
+
+    id: Id | Pair
+    event_time_ms: int = Field(ge=0, le=EVENT_TIME_MAX)
+    values: dict[str, Any] = Field(min_length=1, examples=[{"viewer_count": 5}])
 
 
 class PushRequest(BaseModel):
     """POST /v1/push."""
 
+    model_config = {"extra": "forbid"}
+
     view: str = Field(examples=["room_stats"])
-    rows: list[PushRow] = Field(min_length=1)
+    rows: list[PushRow] = Field(min_length=1, max_length=10_000)
 
 
 class PushResponse(BaseModel):
@@ -82,10 +94,26 @@ class ErrorBody(BaseModel):
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting a raw-parsed JSON request body."""
+    """`openapi_extra` documenting a raw-parsed JSON request body.
+
+    Nested models are inlined: pydantic's `#/$defs/...` references would point
+    nowhere inside the OpenAPI document.
+    """
+    schema = model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline(schema, schema.pop("$defs", {}))}},
         }
     }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node

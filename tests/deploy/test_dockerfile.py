@@ -19,6 +19,8 @@ import pytest
 from service.settings import Settings
 from tests.deploy.support import ROOT, DockerIgnore, copy_sources, dockerfile_instructions
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 DOCKERFILE = ROOT / "Dockerfile"
 
 

@@ -31,6 +31,9 @@ from tests.deploy.support import (
     render,
 )
 
+pytestmark = pytest.mark.process  # runs kubectl: `pytest -m "not process"` skips it
+
+
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 RULES = DEPLOY / "prometheus" / "livefeat-rules.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"

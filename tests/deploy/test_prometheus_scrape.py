@@ -25,6 +25,8 @@ from tests.conftest import LiveServer, free_port
 from tests.deploy.support import DEPLOY, tool
 from tests.deploy.test_grafana import dashboard, queries
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 RULES = DEPLOY / "prometheus" / "livefeat-rules.yaml"
 SCRAPE_TIMEOUT_S = 90.0
 # Grafana's variables, as the dashboard's defaults would fill them in.

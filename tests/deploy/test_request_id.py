@@ -17,6 +17,8 @@ import structlog
 
 from service.http.request_id import RequestIdMiddleware, new_request_id
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 BUNDLE = {"bundle": "live_ranker", "user_id": 7, "room_ids": [1, 2]}
 

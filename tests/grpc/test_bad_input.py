@@ -17,6 +17,8 @@ import pytest
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 ROOM, PAIR, DIM = "room_stats", "user_room_affinity", 32
 NOW_MS = time.time_ns() // 1_000_000

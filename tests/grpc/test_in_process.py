@@ -83,11 +83,10 @@ async def serving(tier: FakeTier, registry: Registry) -> AsyncIterator[AsyncLive
 def test_late_tier_gives_unavailable_rows_within_the_deadline() -> None:
     async def main() -> None:
         async with serving(FakeTier(delay_s=5.0), load_registry(DEMO_REGISTRY)) as client:
-            await client.get_bundle(1, [1], timeout=0.2)  # connect before timing
-            started = time.perf_counter()
+            await client.get_bundle(1, [1], timeout=0.2)  # connect first
+            # An answer at all is the check: past its deadline the call fails with
+            # DEADLINE_EXCEEDED (the tier takes 5 s), so no clock is read here.
             got = await client.get_bundle(7, [1, 2, 3], timeout=0.3)
-            took = time.perf_counter() - started
-        assert took < 0.3  # else the call would have failed with DEADLINE_EXCEEDED
         for views in (got.user, got.rooms, got.pairs):
             for view in views.values():
                 assert (view.status == UNAVAILABLE).all() and (view.age_ms == -1).all()

@@ -21,6 +21,8 @@ from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.client import LivefeatClient, ViewData
 from service.settings import DEMO_REGISTRY
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 REGISTRY: dict[str, Any] = yaml.safe_load(DEMO_REGISTRY.read_text())
 VIEWS: dict[str, Any] = REGISTRY["views"]
 BUNDLE: dict[str, list[str]] = REGISTRY["bundles"]["live_ranker"]

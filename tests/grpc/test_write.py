@@ -16,6 +16,8 @@ from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.client import LivefeatClient, push_request
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 ROOM = "room_stats"
 PAIR = "user_room_affinity"
 DIM = 32

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 ROOM = "room_stats"
 PAIR = "user_room_affinity"
 INT64_MAX = 2**63 - 1
@@ -30,6 +32,7 @@ class Case:
     field: str = ""
     not_stored: tuple[tuple[str, str], ...] = ()  # (view, debug id)
     method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def b(user_id: Any = 7, room_ids: Any = (1, 2), **more: Any) -> dict[str, Any]:
@@ -69,6 +72,20 @@ def bad_event_time(room: int, event_time_ms: Any) -> Case:
     """A one-row room_stats push whose event time is refused."""
     body = p([row(room, event_time_ms=event_time_ms)])
     return Case("/v1/push", body, 422, "rows[0].event_time_ms", gone(room))
+
+
+def nested(depth: int) -> Any:
+    """A list nested `depth` levels deep."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def timeout_header(value: str) -> Case:
+    """A valid bundle request whose X-Livefeat-Timeout-Ms header is refused."""
+    return Case("/v1/bundle", b(), 400, "X-Livefeat-Timeout-Ms",
+                headers=(("X-Livefeat-Timeout-Ms", value),))  # fmt: skip
 
 
 def without(d: dict[str, Any], key: str) -> dict[str, Any]:
@@ -218,6 +235,24 @@ CASES: dict[str, Case] = {
     "bundle-json-number": Case("/v1/bundle", 7, 400, "body"),
     "bundle-empty-body": Case("/v1/bundle", b"", 400, "body"),
     "bundle-not-utf8": Case("/v1/bundle", b'{"bundle": "\xff\xfe"}', 400, "body"),
+    "bundle-lone-surrogate": Case("/v1/bundle", b'{"bundle": "\\ud800"}', 400, "body"),
+    "bundle-nan": Case("/v1/bundle", b'{"bundle": "live_ranker", "user_id": NaN}', 400, "body"),
+    "push-nested-2000-deep": Case("/v1/push", b"[" * 2000 + b"]" * 2000, 400, "body"),
+    # Parsed, but deeper than orjson writes (255): the error message must not use it.
+    "push-value-nested-300-deep": bad_value(510_050, {"viewer_count": nested(300)}, "viewer_count"),
+    "push-vector-nested-300-deep": bad_value(510_051, {VEC: nested(300)}, VEC),
+    "bundle-name-nested-300-deep": Case(
+        "/v1/bundle", {**b(), "bundle": nested(300)}, 404, "bundle"
+    ),
+    "push-int-over-uint64": bad_value(510_052, {"viewer_count": 2**70}, "viewer_count"),
+    "bundle-user_id-over-uint64": Case("/v1/bundle", b(user_id=2**70), 422, "user_id"),
+    "push-long-unknown-feature": bad_value(510_053, {"x" * 100_000: 1}, "x" * 100_000, 404),
+    # The read budget header
+    "timeout-header-letters": timeout_header("fast"),
+    "timeout-header-zero": timeout_header("0"),
+    "timeout-header-negative": timeout_header("-5"),
+    "timeout-header-fraction": timeout_header("2.5"),
+    "timeout-header-huge": timeout_header("99999999999999999999"),
     # /debug/entity
     "debug-id-letters": Case("/debug/entity/room_stats/abc", method="GET", field="id"),
     "debug-id-negative": Case("/debug/entity/room_stats/-1", method="GET", field="id"),
@@ -233,16 +268,22 @@ CASES: dict[str, Case] = {
     ),
     "debug-room-view-pair-id": Case("/debug/entity/room_stats/7:1", method="GET", field="id"),
     "debug-unknown-view": Case("/debug/entity/nope/1", method="GET", status=404, field="view"),
+    # str.isdigit() is true for these, int() refuses them.
+    "debug-id-superscript": Case("/debug/entity/room_stats/\u00b2", method="GET", field="id"),
+    "debug-id-arabic-digits": Case(
+        "/debug/entity/room_stats/\u0661\u0662", method="GET", field="id"
+    ),
 }
 
 
 def send(client: httpx.Client, case: Case) -> httpx.Response:
     if case.method == "GET":
         return client.get(case.path)
+    headers = dict(case.headers)
     if isinstance(case.body, bytes):
-        headers = {"content-type": "application/json"}
+        headers["content-type"] = "application/json"
         return client.post(case.path, content=case.body, headers=headers)
-    return client.post(case.path, json=case.body)
+    return client.post(case.path, json=case.body, headers=headers)
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
@@ -288,3 +329,13 @@ def test_server_still_serves_after_bad_input(client: httpx.Client) -> None:
     r = client.post("/v1/bundle", json=b(room_ids=[1]))
     assert r.status_code == 200
     assert r.json()["rooms"][0]["status"] == {ROOM: "FOUND"}
+
+
+@pytest.mark.parametrize("depth", [254, 256, 500, 900, 990, 1000, 1010, 1020, 1022, 1023, 1030])
+def test_deeply_nested_rows_are_refused_not_crashed(client: httpx.Client, depth: int) -> None:
+    """orjson refuses bodies near 1,000 levels with RecursionError (not JSONDecodeError):
+    a 400 naming `body`; shallower bodies parse and are refused as bad rows (422)."""
+    raw = b'{"view": "room_stats", "rows": ' + b"[" * depth + b"]" * depth + b"}"
+    r = client.post("/v1/push", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["field"] == ("body" if r.status_code == 400 else "rows[0]"), r.text

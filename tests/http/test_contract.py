@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import DEMO_REGISTRY
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 REGISTRY: dict[str, Any] = yaml.safe_load(DEMO_REGISTRY.read_text())
 VIEWS: dict[str, Any] = REGISTRY["views"]
 BUNDLE = REGISTRY["bundles"]["live_ranker"]

@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.core.registry import load_registry
 from service.settings import DEMO_REGISTRY
 from tests.support.redis_proc import RedisServer
+
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
 
 BUNDLE = {"bundle": "live_ranker", "user_id": 7, "room_ids": [1, 2, 3, 4, 5]}
 

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import LiveServer
 from tests.support.redis_proc import RedisServer
 
-pytestmark = pytest.mark.process
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
 
 VIEW = "room_stats"
 PROPAGATION_BOUND_S = 3.0  # generous; the measured figure is in docs/benchmarks.md

@@ -17,6 +17,8 @@ from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
 from tests.support.redis_proc import RedisCluster, RedisServer
 
+pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
+
 PREFIX = b"room_stats:0000abcd:"
 TTL_MS = 60_000
 

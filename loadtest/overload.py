@@ -1,0 +1,130 @@
+"""Overload: does goodput hold past the knee? One `livefeat serve`, closed-loop clients.
+
+    python -m loadtest.overload [--data-dir data/livefeat] [--transport http|grpc]
+        [--max-in-flight N...] [--refused-pause-ms MS] [--knee N] [--duration S]
+        [--out loadtest/results/overload.json]
+
+1. With no bound (LIVEFEAT_MAX_IN_FLIGHT=0), concurrency 1, 2, 4, ... 32: the
+   knee is the lowest concurrency whose throughput reaches 90% of the best
+   (`--knee N` skips the sweep and measures the knee at N).
+2. At 4x the knee's concurrency, once with no bound and once per bound
+   (`--max-in-flight`, default: the server's default): goodput (good answers/s)
+   and the p99 of good answers, against the knee's.
+
+Pass: with a bound, goodput >= 90% of the knee's and p99 <= 3x the knee's.
+A refused slot waits `--refused-pause-ms` before its next request (0: it retries
+at once, the worst case for the server; callers should back off, or try
+another replica). The embedded store (L1 + RocksDB), 100 candidates per bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loadtest import prepare
+from loadtest.clients import RunSpec, run_client
+from loadtest.servers import HOST, livefeat_server
+from service.settings import Settings
+
+CONCURRENCIES = (1, 2, 4, 8, 16, 32)
+KNEE_FRACTION = 0.9
+CLIENT = {"http": "http1", "grpc": "grpc"}
+
+
+def measure(server: Any, transport: str, requests: str, conc: int, args: Any) -> dict[str, Any]:
+    """One closed-loop run; its goodput and the latency of good answers."""
+    spec = RunSpec(HOST, server.port_for(transport), requests, conc, args.warmup, args.duration,
+                   (("server", server.pid),), grpc_deadline_s=5.0,
+                   refused_pause_s=args.refused_pause_ms / 1000)  # fmt: skip
+    got = run_client(spec, CLIENT[transport])
+    ok = got["status_counts"].get("200" if transport == "http" else "OK", 0)
+    lat = got["ok_latency_ms"] or {}
+    return {
+        "concurrency": conc,
+        "goodput_rps": round(ok / got["window_s"], 1),
+        "refused": sum(
+            v for k, v in got["status_counts"].items() if k in ("429", "RESOURCE_EXHAUSTED")
+        ),
+        "status_counts": got["status_counts"],
+        "ok_p50_ms": lat.get("p50"),
+        "ok_p99_ms": lat.get("p99"),
+        "server_cpu_pct": got.get("server_cpu_pct"),
+    }
+
+
+def with_server(data_dir: Path, work: Path, max_in_flight: int, run: Any) -> Any:
+    env = {"LIVEFEAT_MAX_IN_FLIGHT": str(max_in_flight), "LIVEFEAT_LOG_LEVEL": "warning"}
+    server = livefeat_server(f"livefeat-{max_in_flight}", data_dir, work / "serve.log", None, env)
+    server.start()
+    try:
+        server.wait_ready()
+        return run(server)
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=Path("data/livefeat"))
+    p.add_argument("--transport", choices=sorted(CLIENT), default="http")
+    p.add_argument("--max-in-flight", type=int, nargs="+", default=[Settings().max_in_flight])
+    p.add_argument("--refused-pause-ms", type=float, default=0.0)
+    p.add_argument("--knee", type=int, help="the knee's concurrency (no sweep)")
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--out", type=Path, default=Path("loadtest/results/overload.json"))
+    args = p.parse_args(argv)
+    prepare.ensure_demo(args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
+        work = Path(tmp)
+        encode = prepare.ENCODERS[CLIENT[args.transport]]
+        requests = work / "requests.pickle"
+        requests.write_bytes(
+            pickle.dumps([encode(u, r) for u, r in prepare.make_requests(100, 100, 2000)])
+        )
+
+        def sweep(server: Any) -> list[dict[str, Any]]:
+            rows = []
+            for conc in (args.knee,) if args.knee else CONCURRENCIES:
+                rows.append(measure(server, args.transport, str(requests), conc, args))
+                print(json.dumps(rows[-1]), flush=True)
+            return rows
+
+        def at(bound: int, conc: int) -> dict[str, Any]:
+            got = with_server(args.data_dir, work, bound,
+                              lambda s: measure(s, args.transport, str(requests), conc, args))  # fmt: skip
+            print(json.dumps({"max_in_flight": bound, **got}), flush=True)
+            return got
+
+        curve = with_server(args.data_dir, work, 0, sweep)
+        best = max(r["goodput_rps"] for r in curve)
+        knee = next(r for r in curve if r["goodput_rps"] >= KNEE_FRACTION * best)
+        over = 4 * knee["concurrency"]
+        print(f"knee: concurrency {knee['concurrency']}; measuring at {over}", flush=True)
+        unbounded = at(0, over)
+        bounded = {bound: at(bound, over) for bound in args.max_in_flight}
+
+    def verdict(got: dict[str, Any]) -> dict[str, Any]:
+        out = {"goodput_vs_knee": round(got["goodput_rps"] / knee["goodput_rps"], 3),
+               "p99_vs_knee": round(got["ok_p99_ms"] / knee["ok_p99_ms"], 2)}  # fmt: skip
+        out["pass"] = out["goodput_vs_knee"] >= 0.9 and out["p99_vs_knee"] <= 3.0
+        return out
+
+    verdicts = {str(b): verdict(g) for b, g in bounded.items()}
+    report = {"transport": args.transport, "refused_pause_ms": args.refused_pause_ms,
+              "curve": curve, "knee": knee, "at_4x_unbounded": unbounded,
+              "at_4x_bounded": {str(b): g for b, g in bounded.items()},
+              "verdict_unbounded": verdict(unbounded), "verdict_bounded": verdicts}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({"unbounded": report["verdict_unbounded"], "bounded": verdicts}))
+    return 0 if any(v["pass"] for v in verdicts.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Property tests of the stored form: any valid row round-trips; any bytes decode or CorruptValue.
+
+Views are drawn too (1 to 8 features of every type), so layouts the demo
+registry never uses (strings only, vectors first, no scalars) are covered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.core.codec import (
+    EVENT_TIME_MAX,
+    FLOAT32_MAX,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_STRING_BYTES,
+    CorruptValue,
+    Feature,
+    ViewCodec,
+    check_value,
+)
+
+TYPES = ("int64", "double", "float", "string", "bool", "float_vector")
+# Strings that encode to UTF-8: no lone surrogates; astral characters included.
+TEXT = st.characters(exclude_categories=("Cs",))
+
+
+@st.composite
+def features(draw: st.DrawFn) -> list[Feature]:
+    kinds = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=8))
+    out = []
+    for i, kind in enumerate(kinds):
+        dim = draw(st.integers(1, 16)) if kind == "float_vector" else 0
+        default = {"int64": 0, "double": 0.0, "float": 0.0, "string": "", "bool": False}.get(
+            kind, [0.0] * dim
+        )
+        out.append(Feature(f"f{i}", kind, dim, default))
+    return out
+
+
+def float32s() -> st.SearchStrategy[float]:
+    return st.floats(-FLOAT32_MAX, FLOAT32_MAX, allow_nan=False, width=32)
+
+
+def long_strings() -> st.SearchStrategy[str]:
+    """Short strings, and strings at and near the byte limit (astral characters are 4 bytes)."""
+    near_limit = st.tuples(st.sampled_from(["a", "é", "✓", "😀"]), st.integers(0, 3)).map(
+        lambda t: (t[0] * (MAX_STRING_BYTES // len(t[0].encode())))[: -t[1] or None]
+    )
+    return st.text(TEXT, max_size=50) | near_limit
+
+
+def value_of(feature: Feature) -> st.SearchStrategy[object]:
+    if feature.type == "int64":
+        return st.integers(INT64_MIN, INT64_MAX) | st.sampled_from([INT64_MIN, INT64_MAX, 0, -1])
+    if feature.type == "double":
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if feature.type == "float":
+        return float32s()
+    if feature.type == "bool":
+        return st.booleans()
+    if feature.type == "string":
+        return long_strings()
+    return st.lists(float32s(), min_size=feature.dim, max_size=feature.dim)
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> tuple[ViewCodec, int, dict[str, object]]:
+    feats = draw(features())
+    values = {f.name: draw(value_of(f)) for f in feats}
+    event_time = draw(st.integers(0, EVENT_TIME_MAX))
+    return ViewCodec("v", feats), event_time, values
+
+
+def same(feature: Feature, got: object, sent: object) -> bool:
+    """Whether a decoded value is the value sent: float features and vectors are float32
+    (served as the shortest decimal of the float32, so compared as float32)."""
+    if feature.type == "float":
+        return bool(np.float32(got) == np.float32(sent))  # type: ignore[arg-type]
+    if feature.type == "float_vector":
+        return np.array_equal(np.float32(got), np.float32(sent))  # type: ignore[arg-type]
+    return got == sent
+
+
+@given(rows())
+def test_every_valid_row_round_trips(row: tuple[ViewCodec, int, dict[str, object]]) -> None:
+    codec, event_time, values = row
+    checked = {f.name: check_value(f, values[f.name]) for f in codec.features}
+    stored = codec.encode(event_time, checked)
+    got_time, got = codec.decode_values(stored)
+    assert got_time == event_time
+    for f in codec.features:
+        assert same(f, got[f.name], checked[f.name]), (f, got[f.name], checked[f.name])
+    decoded = codec.decode_row(stored)  # the form L1 keeps decodes too
+    assert decoded[0] == event_time
+
+
+@given(rows())
+def test_batch_encoding_is_the_row_encoding(row: tuple[ViewCodec, int, dict[str, object]]) -> None:
+    """A load (encode_columns) stores exactly what a push (encode) stores."""
+    codec, event_time, values = row
+    checked = {f.name: check_value(f, values[f.name]) for f in codec.features}
+    columns: dict[str, object] = {}
+    for f in codec.features:
+        v = checked[f.name]
+        if f.type == "string":
+            columns[f.name] = [v]
+        elif f.type == "float_vector":
+            columns[f.name] = np.asarray([v], dtype=np.float32)
+        else:
+            columns[f.name] = np.asarray([v])
+    assert codec.encode_columns(np.asarray([event_time]), columns) == [
+        codec.encode(event_time, checked)
+    ]
+
+
+def decode_or_corrupt(codec: ViewCodec, raw: bytes) -> None:
+    """Decoding either works or raises CorruptValue; anything else fails the test."""
+    for decode in (codec.decode_row, codec.decode_values):
+        with contextlib.suppress(CorruptValue):
+            decode(raw)
+
+
+@given(features(), st.binary(max_size=300))
+def test_random_bytes_decode_or_raise_corrupt_value(feats: list[Feature], raw: bytes) -> None:
+    decode_or_corrupt(ViewCodec("v", feats), raw)
+
+
+@given(rows(), st.data())
+def test_damaged_values_decode_or_raise_corrupt_value(
+    row: tuple[ViewCodec, int, dict[str, object]], data: st.DataObject
+) -> None:
+    """Values with a valid header, then cut short, extended or with bytes changed."""
+    codec, event_time, values = row
+    stored = codec.encode(
+        event_time, {f.name: check_value(f, values[f.name]) for f in codec.features}
+    )
+    cut = data.draw(st.integers(0, len(stored)))
+    decode_or_corrupt(codec, stored[:cut])
+    decode_or_corrupt(codec, stored + data.draw(st.binary(min_size=1, max_size=8)))
+    damaged = bytearray(stored)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(8, max(len(damaged) - 1, 8)))
+        if at < len(damaged):
+            damaged[at] = data.draw(st.integers(0, 255))
+    decode_or_corrupt(codec, bytes(damaged))
+
+
+@given(st.sampled_from(TYPES), st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(TEXT, max_size=20),
+    st.lists(st.floats(), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+))  # fmt: skip
+def test_check_value_returns_or_raises_value_error(kind: str, value: object) -> None:
+    feature = Feature("f", kind, 3 if kind == "float_vector" else 0, None)
+    try:
+        check_value(feature, value)
+    except ValueError as exc:
+        assert str(exc)

@@ -1,0 +1,148 @@
+"""Property: a read that starts after an acknowledged push never returns an older event.
+
+Three real `livefeat serve` replicas share one real redis-server. Hypothesis
+draws sequences of pushes and reads (which replica, which room), run by three
+client threads at once, so that pushes and reads interleave at random. Push
+number k writes `viewer_count = k` with event time T + k, so that the value a
+read returns says which event it saw; k grows with every push (newest event
+wins, so the stored value is the largest k written). For every read, the
+pushes acknowledged before it started give the smallest k it may return.
+
+`same replica`: reads of the replica that acknowledged the push.
+`any replica`: reads of any replica (needs the change notification to have
+dropped the other replicas' L1 copy before the ack, or their L1 not to hold it).
+A read answered UNAVAILABLE (no tier in time: defaults, marked so) saw no event
+and is left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import LiveServer
+from tests.support.redis_proc import RedisServer
+
+pytestmark = pytest.mark.process
+
+VIEW = "room_stats"
+ROOMS = [761_000 + i for i in range(3)]
+T0 = time.time_ns() // 1_000_000
+THREADS = 3
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    demo_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[LiveServer]]:
+    root = tmp_path_factory.mktemp("raw-replicas")
+    redis = RedisServer(root / "redis")
+    out: list[LiveServer] = []
+    try:
+        for name in ("a", "b", "c"):
+            data = shutil.copytree(demo_template, root / name)
+            out.append(LiveServer(data, root / "logs", ["--redis-url", redis.url]))
+        for server in out:
+            server.wait_ready()
+        yield out
+    finally:
+        for server in out:
+            server.stop()
+        redis.stop()
+
+
+@dataclass(frozen=True)
+class Done:
+    """One finished operation: what, where, which room, the k pushed or read, when."""
+
+    kind: str
+    replica: int
+    room: int
+    k: int
+    started: float
+    ended: float
+
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(["push", "read", "read"]), st.integers(0, 2), st.sampled_from(ROOMS)),
+    min_size=6, max_size=24,
+)  # fmt: skip
+
+
+class Cluster:
+    """Clients of the replicas and the push counter shared by every example."""
+
+    def __init__(self, replicas: list[LiveServer]) -> None:
+        self.clients = [httpx.Client(base_url=s.url, timeout=10) for s in replicas]
+        self.counter = itertools.count(1)
+        self.lock = threading.Lock()
+
+    def run(self, kind: str, replica: int, room: int) -> Done:
+        client = self.clients[replica]
+        started = time.monotonic()
+        if kind == "push":
+            with self.lock:
+                k = next(self.counter)
+            row = {"id": room, "event_time_ms": T0 + k, "values": {"viewer_count": k}}
+            r = client.post("/v1/push", json={"view": VIEW, "rows": [row]})
+            assert r.status_code == 200, r.text
+        else:
+            r = client.post("/v1/features", json={"view": VIEW, "ids": [room]})
+            assert r.status_code == 200, r.text
+            got = r.json()["rows"][0]
+            # UNAVAILABLE (no tier answered in time) serves defaults, marked: not an event.
+            if got["status"][VIEW] == "UNAVAILABLE":
+                return Done("unavailable", replica, room, -1, started, time.monotonic())
+            k = int(got["features"][f"{VIEW}.viewer_count"])
+        return Done(kind, replica, room, k, started, time.monotonic())
+
+
+def violations(done: list[Done], same_replica: bool) -> list[str]:
+    """Reads that returned an event older than one acknowledged before they started."""
+    out = []
+    pushes = [d for d in done if d.kind == "push"]
+    for read in (d for d in done if d.kind == "read"):
+        acked = [p.k for p in pushes if p.room == read.room and p.ended < read.started
+                 and (not same_replica or p.replica == read.replica)]  # fmt: skip
+        if acked and read.k < max(acked):
+            out.append(f"read of room {read.room} at replica {read.replica} gave push "
+                       f"{read.k}, after push {max(acked)} was acknowledged")  # fmt: skip
+    return out
+
+
+def interleave(cluster: Cluster, ops: list[tuple[str, int, int]]) -> list[Done]:
+    """Run `ops` split over THREADS client threads (each in order), all at once."""
+    parts = [ops[i::THREADS] for i in range(THREADS)]
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = pool.map(lambda part: [cluster.run(*op) for op in part], parts)
+        return [d for part in results for d in part]
+
+
+@pytest.mark.parametrize("same_replica", [True, False], ids=["same-replica", "any-replica"])
+def test_no_read_after_an_acknowledged_push_returns_an_older_event(
+    replicas: list[LiveServer], same_replica: bool
+) -> None:
+    cluster = Cluster(replicas)
+
+    @settings(max_examples=25, suppress_health_check=list(HealthCheck))
+    @given(OPS)
+    def check(ops: list[tuple[str, int, int]]) -> None:
+        bad = violations(interleave(cluster, ops), same_replica)
+        assert not bad, bad
+
+    try:
+        check()
+    finally:
+        for client in cluster.clients:
+            client.close()
