@@ -96,7 +96,9 @@ def body_bytes(kwargs: dict[str, Any]) -> bytes | None:
 
 def row_ids(body: Any) -> list[tuple[str, int]]:
     """(view, room or user id) of every single-id row of a push body (pairs left out)."""
-    if not isinstance(body, dict) or body.get("view") not in REGISTRY.views:
+    if not isinstance(body, dict) or not isinstance(body.get("view"), str):
+        return []
+    if body["view"] not in REGISTRY.views:
         return []
     rows = body.get("rows")
     out = []
