@@ -104,6 +104,23 @@ class RedisOptions:
     breaker_open_s: float = 1.0
 
 
+def pack_write_blobs(
+    items: Sequence[tuple[bytes, bytes]], ttl_ms_of: Callable[[bytes], int]
+) -> list[bytes]:
+    """The ARGV[1] of each NEWEST_WINS_PACKED call that writes `items` (key, value),
+    SCRIPT_KEYS_PER_CALL items per call; `ttl_ms_of(key)` is the key's TTL in ms.
+
+    Shared by the service's writes and Spark's executors (service/pipeline/writer.py),
+    so that both send Redis the same thing.
+    """
+    pack = _ITEM.pack
+    blobs = []
+    for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
+        chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
+        blobs.append(b"".join([pack(len(k), ttl_ms_of(k), len(v)) + k + v for k, v in chunk]))
+    return blobs
+
+
 class RedisTier:
     """A Tier over Redis. `ttl_ms_of(key)` gives the TTL of a key's view, in ms."""
 
@@ -182,11 +199,7 @@ class RedisTier:
     async def _put(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         if self.cluster:
             return await self._put_cluster(items)
-        pack, ttl_of = _ITEM.pack, self._ttl_ms_of
-        blobs = []
-        for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
-            chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
-            blobs.append(b"".join([pack(len(k), ttl_of(k), len(v)) + k + v for k, v in chunk]))
+        blobs = pack_write_blobs(items, self._ttl_ms_of)
         if len(items) < PIPELINE_FROM_ITEMS:
             results = [await self._writer.evalsha(self._sha_packed, 0, blob) for blob in blobs]
         else:
