@@ -33,8 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.workload import _CATEGORIES, _CATEGORY_P, _COUNTRIES, _COUNTRY_P, WorkloadSpec
-from service.workload import draw_pairs
+from service.workload import (
+    _CATEGORIES,
+    _CATEGORY_P,
+    _COUNTRIES,
+    _COUNTRY_P,
+    WorkloadSpec,
+    draw_pairs,
+)
 
 EVENT_TYPES = ("room_start", "room_end", "impression", "join", "leave", "like", "comment",
                "gift", "share", "follow")  # fmt: skip
@@ -186,9 +192,7 @@ def _day(spec: EventSpec, day: int, users: np.ndarray, rooms: np.ndarray,
     return ev.table(spec.start_ms, spec.end_ms)
 
 
-def write_events(
-    spec: EventSpec, out: Path, progress: Callable[[int], None] | None = None
-) -> int:
+def write_events(spec: EventSpec, out: Path, progress: Callable[[int], None] | None = None) -> int:
     """Write the event log of `spec` under `out` (which must not hold one yet); returns
     the number of events. `progress` gets each day's event count. Raises ValueError."""
     out = Path(out)

@@ -10,16 +10,20 @@ come from spark-submit): `session()` then only adds the application's settings.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
 
 def session(master: str | None = "local[*]", app: str = "livefeat-pipeline", **conf: Any) -> Any:
-    """A SparkSession (an existing one is reused). `master` None: the one spark-submit
+    """A SparkSession (this process's active one, unchanged, if there is one). `master` None: the one spark-submit
     gives. Extra `conf` are Spark settings (dots as in Spark: pass a dict with **)."""
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:  # one session per process: keep its settings
+        return active
     builder = SparkSession.builder.appName(app)
     settings: dict[str, Any] = {
         "spark.sql.session.timeZone": "UTC",  # dates of partitions and windows are UTC
@@ -31,6 +35,8 @@ def session(master: str | None = "local[*]", app: str = "livefeat-pipeline", **c
     }
     if master is not None:
         os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+        # Local workers run this interpreter (this venv's packages), not the first python3.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(master)
         settings |= {
             "spark.driver.host": LOOPBACK,

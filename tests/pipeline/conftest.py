@@ -24,7 +24,8 @@ def spark() -> Iterator[Any]:
     """A local[2] SparkSession bound to 127.0.0.1; stopped (its JVM too) at the end."""
     from service.pipeline.spark_session import session
 
-    spark = session("local[2]", "livefeat-tests")
+    # Two shuffle partitions for two cores: tiny jobs spend their time starting tasks.
+    spark = session("local[2]", "livefeat-tests", **{"spark.sql.shuffle.partitions": "2"})
     yield spark
     spark.stop()
 

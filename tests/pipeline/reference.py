@@ -41,7 +41,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else np.zeros_like(v)
 
 
-def embeddings(con: duckdb.DuckDBPyConnection, cutoff_ms: int) -> tuple[dict[int, Any], dict[int, Any]]:
+def embeddings(
+    con: duckdb.DuckDBPyConnection, cutoff_ms: int
+) -> tuple[dict[int, Any], dict[int, Any]]:
     """(room embeddings, user embeddings) as float32 arrays, from 30 days of watch time."""
     got = con.sql(f"""SELECT user_id, room_id, SUM(watch_s)::DOUBLE AS w FROM e
         WHERE event_type = 'leave' AND t > {cutoff_ms - 30 * DAY}
@@ -63,19 +65,24 @@ def embeddings(con: duckdb.DuckDBPyConnection, cutoff_ms: int) -> tuple[dict[int
 
 def user_room_affinity(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str, Any]]:
     con = _connect(events, cutoff_ms)
-    rows = _rows(con, f"""SELECT user_id, room_id,
+    rows = _rows(
+        con,
+        f"""SELECT user_id, room_id,
         COALESCE(SUM(watch_s) FILTER (WHERE event_type = 'leave'), 0) AS watch_sec_30d,
         COUNT(*) FILTER (WHERE event_type = 'gift') AS gifts_30d,
         ({cutoff_ms} - MAX(t) FILTER (WHERE event_type = 'join')) // 1000 AS last_visit_age_s
         FROM e WHERE t > {cutoff_ms - 30 * DAY} AND event_type IN {VIEWER}
-        GROUP BY ALL HAVING MAX(t) FILTER (WHERE event_type = 'join') IS NOT NULL""")
+        GROUP BY ALL HAVING MAX(t) FILTER (WHERE event_type = 'join') IS NOT NULL""",
+    )
     return {(r.pop("user_id"), r.pop("room_id")): r for r in rows}
 
 
 def user_profile(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str, Any]]:
     con = _connect(events, cutoff_ms)
     week, month = cutoff_ms - 7 * DAY, cutoff_ms - 30 * DAY
-    rows = _rows(con, f"""
+    rows = _rows(
+        con,
+        f"""
         WITH hosts AS (SELECT DISTINCT room_id, user_id AS host FROM e WHERE event_type = 'room_start'),
         followers AS (SELECT host AS user_id, COUNT(*) AS n FROM e JOIN hosts USING (room_id)
                       WHERE event_type = 'follow' GROUP BY 1),
@@ -98,7 +105,8 @@ def user_profile(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str
                 AS country
             FROM e GROUP BY user_id)
         SELECT ever.*, followers.n AS followers, m.* EXCLUDE (user_id)
-        FROM ever LEFT JOIN followers USING (user_id) LEFT JOIN m USING (user_id)""")
+        FROM ever LEFT JOIN followers USING (user_id) LEFT JOIN m USING (user_id)""",
+    )
     _, user_vec = embeddings(con, cutoff_ms)
     out = {}
     for r in rows:
@@ -153,7 +161,9 @@ def _retention(s: np.ndarray | None, cutoff_ms: int, after_s: int) -> float:
 def room_stats(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str, Any]]:
     con = _connect(events, cutoff_ms)
     m1, m5, d1 = cutoff_ms - MIN, cutoff_ms - 5 * MIN, cutoff_ms - DAY
-    rows = _rows(con, f"""SELECT room_id,
+    rows = _rows(
+        con,
+        f"""SELECT room_id,
         first(category ORDER BY t DESC, category DESC) FILTER (WHERE category IS NOT NULL) AS category,
         COUNT(*) FILTER (WHERE event_type = 'follow') AS follower_count,
         MAX(t) FILTER (WHERE event_type = 'room_start' AND t > {d1}) AS started,
@@ -168,7 +178,8 @@ def room_stats(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str, 
         COALESCE(SUM(gift_value) FILTER (WHERE event_type = 'gift' AND t > {m1}), 0) AS gift_value_1m,
         COALESCE(SUM(gift_value) FILTER (WHERE event_type = 'gift' AND t > {m5}), 0) AS gift_value_5m,
         AVG(watch_s) FILTER (WHERE event_type = 'leave' AND t > {d1}) AS avg_watch_s
-        FROM e GROUP BY room_id HAVING COUNT(*) FILTER (WHERE event_type = 'room_start') > 0""")
+        FROM e GROUP BY room_id HAVING COUNT(*) FILTER (WHERE event_type = 'room_start') > 0""",
+    )
     sessions = _sessions(con, cutoff_ms)
     room_vec, _ = embeddings(con, cutoff_ms)
     out = {}
@@ -186,15 +197,27 @@ def room_stats(events: Path, cutoff_ms: int) -> dict[tuple[int, ...], dict[str, 
         avg_watch = float(r["avg_watch_s"] or 0.0)
         r5 = _retention(s, cutoff_ms, 300)
         out[(room,)] = {
-            **{k: r[k] for k in ("likes_5m", "gift_count_1m", "gift_count_5m", "comment_count_1m",
-                                  "comment_count_5m", "share_count_5m", "follower_count",
-                                  "gift_value_1m", "gift_value_5m", "category")},  # fmt: skip
+            **{
+                k: r[k]
+                for k in (
+                    "likes_5m",
+                    "gift_count_1m",
+                    "gift_count_5m",
+                    "comment_count_1m",
+                    "comment_count_5m",
+                    "share_count_5m",
+                    "follower_count",
+                    "gift_value_1m",
+                    "gift_value_5m",
+                    "category",
+                )
+            },
             "viewer_count": now,
             "stream_age_s": (cutoff_ms - r["started"]) // 1000 if live else 0,
             "peak_viewers_1h": peak,
             **rates,
-            "engagement_score": 1.0 - np.exp(-5.0 * (rates["like_rate"] + 3 * rates["comment_rate"]
-                                                     + 20 * gift_rate)),  # fmt: skip
+            "engagement_score": 1.0
+            - np.exp(-5.0 * (rates["like_rate"] + 3 * rates["comment_rate"] + 20 * gift_rate)),
             "retention_1m": _retention(s, cutoff_ms, 60),
             "retention_5m": r5,
             "viewer_growth_5m": (now - before) / max(before, 1),
