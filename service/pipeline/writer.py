@@ -177,6 +177,11 @@ def write_view(df: Any, plan: ViewPlan, registry_text: str, url: str,
     from service.pipeline.checks import check_frame, event_time_ms
 
     rows = check_frame(df, plan)
+    # A file smaller than spark.sql.files.maxPartitionBytes (128 MB) is read as one
+    # partition: one task would write it all. Spread it over every executor core.
+    cores = df.sparkSession.sparkContext.defaultParallelism
+    if df.rdd.getNumPartitions() < cores:
+        df = df.repartition(cores)
     columns = [F.col(k).cast("long") for k in plan.key_columns]
     columns += [
         event_time_ms(df).alias("event_time"),

@@ -32,6 +32,9 @@ def _ids(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return [row[k] for k in keys] if len(keys) == 2 else row[keys[0]]
 
 
+# Three feature jobs, three writes and a server: about 2 minutes on a busy 2-core machine
+# (the first Spark jobs of a session also pay the JVM's warm-up).
+@pytest.mark.timeout(600)
 def test_events_to_features_to_redis_to_serve(spark: Any, registry: Registry, tmp_path: Path,
                                               redis_server: RedisServer,
                                               start_server: Callable[..., LiveServer]) -> None:  # fmt: skip

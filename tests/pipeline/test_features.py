@@ -84,6 +84,7 @@ def test_job_matches_the_reference(outputs: dict[str, Path], events: Path, regis
         assert room["retention_5m"] > 0 and room["avg_watch_s"] > 0
 
 
+@pytest.mark.timeout(600)  # three feature jobs: about 45 s on a busy 2-core machine
 def test_events_after_the_cutoff_change_nothing(spark: Any, events: Path, registry: Registry,
                                                 tiny_spec: EventSpec, live_cutoff_ms: int,
                                                 outputs: dict[str, Path],
