@@ -5,6 +5,7 @@ embeddings); and point-in-time correctness: events after the cut-off change noth
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,18 @@ def test_events_after_the_cutoff_change_nothing(spark: Any, events: Path, regist
         alone = _by_key(outputs[view], plan.key_columns)
         # Equal up to the order floats were summed in (the files differ).
         assert_same(view, _by_key(path, plan.key_columns), alone, registry)
+
+
+def test_windows_read_only_their_partitions(spark: Any, events: Path, live_cutoff_ms: int,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A 1-day window is planned with partition filters on `date` (Spark lists them as
+    PartitionFilters: files of other dates are never opened)."""
+    from service.pipeline.windows import DAY_MS, events_until
+
+    day = events_until(features.read_events(spark, events), live_cutoff_ms, DAY_MS)
+    day.explain()
+    plan = capsys.readouterr().out
+    hi = datetime.fromtimestamp(live_cutoff_ms / 1000, UTC).date()
+    lo = datetime.fromtimestamp((live_cutoff_ms - DAY_MS) / 1000, UTC).date()
+    filters = plan[plan.index("PartitionFilters: [") :].split("]")[0]
+    assert "(date#" in filters and f"<= {hi})" in filters and f">= {lo})" in filters, filters
