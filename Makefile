@@ -14,7 +14,7 @@ RULES := deploy/prometheus/livefeat-rules.yaml
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || echo $(VERSION))
 
-.PHONY: install proto run demo serve test lint bench bench-quick loadtest clean deploy-check deploy-rules image
+.PHONY: install proto run demo serve test lint bench bench-quick loadtest clean deploy-check deploy-rules image pipeline
 
 # The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
@@ -42,9 +42,24 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check service tests loadtest hatch_build.py
 	$(BIN)/mypy service
 
-test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers and a headless chromium)
-	scripts/system-deps.sh redis chromium
+test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers, a headless chromium, Spark)
+	scripts/system-deps.sh redis chromium java
 	$(BIN)/pytest --durations=25
+
+# The offline flow on Spark (docs/pipeline.md): raw events -> Spark features -> load -> serve.
+# PIPELINE_SIZE=standard for the standard workload's entity counts. With REDIS_URL set, the
+# features are written into that Redis from Spark's executors and served from it.
+PIPELINE_DIR ?= data/pipeline
+PIPELINE_SIZE ?= small
+REDIS_URL ?=
+pipeline: install ## events -> Spark feature jobs (local[*]) -> load -> serve, in $(PIPELINE_DIR)
+	scripts/system-deps.sh java
+	rm -rf $(PIPELINE_DIR)
+	$(PY) -m service.pipeline run $(PIPELINE_DIR) --size $(PIPELINE_SIZE) $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+	$(if $(REDIS_URL),,for view in user_profile room_stats user_room_affinity; do \
+	  $(BIN)/livefeat load $$view $(PIPELINE_DIR)/features/$$view.parquet --data-dir $(PIPELINE_DIR)/serve || exit 1; done)
+	$(BIN)/livefeat serve --data-dir $(PIPELINE_DIR)/serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+	  $(if $(REDIS_URL),--redis-url $(REDIS_URL))
 
 bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}
 	scripts/system-deps.sh redis

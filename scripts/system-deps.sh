@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the system programs livefeat's make targets need are present.
-# Usage: scripts/system-deps.sh [python] [redis] [prometheus] [kubectl] [chromium]   (default: python)
+# Usage: scripts/system-deps.sh [python] [redis] [java] [prometheus] [kubectl] [chromium]   (default: python)
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what is missing and exits non-zero.
 set -euo pipefail
@@ -34,6 +34,11 @@ for what in "${want[@]}"; do
     chromium)
       # Headless browser for the report and console tests (driven by Playwright; never downloaded).
       command -v chromium >/dev/null || need_pkg chromium
+      ;;
+    java)
+      # Spark (make pipeline, tests/pipeline/): a Java 17 runtime.
+      java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
+      [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need_pkg openjdk-17-jre-headless
       ;;
     kubectl)
       command -v kubectl >/dev/null || unavailable+=("kubectl (renders deploy/ with 'kubectl kustomize'): Debian 12 has no package for it; install it from the Kubernetes project's own apt repository or its release binary, then run this again")

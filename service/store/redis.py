@@ -106,6 +106,23 @@ class RedisOptions:
     breaker_open_s: float = 1.0
 
 
+def pack_write_blobs(
+    items: Sequence[tuple[bytes, bytes]], ttl_ms_of: Callable[[bytes], int]
+) -> list[bytes]:
+    """The ARGV[1] of each NEWEST_WINS_PACKED call that writes `items` (key, value),
+    SCRIPT_KEYS_PER_CALL items per call; `ttl_ms_of(key)` is the key's TTL in ms.
+
+    Shared by the service's writes and Spark's executors (service/pipeline/writer.py),
+    so that both send Redis the same thing.
+    """
+    pack = _ITEM.pack
+    blobs = []
+    for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
+        chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
+        blobs.append(b"".join([pack(len(k), ttl_ms_of(k), len(v)) + k + v for k, v in chunk]))
+    return blobs
+
+
 class RedisTier:
     """A Tier over Redis. `ttl_ms_of(key)` gives the TTL of a key's view, in ms."""
 
@@ -257,18 +274,6 @@ class RedisTier:
                 await client.aclose()
             else:
                 await client.aclose(close_connection_pool=True)
-
-
-def pack_write_blobs(
-    items: Sequence[tuple[bytes, bytes]], ttl_ms_of: Callable[[bytes], int]
-) -> list[bytes]:
-    """The arguments of NEWEST_WINS_PACKED calls for `items`, SCRIPT_KEYS_PER_CALL per call."""
-    pack = _ITEM.pack
-    blobs = []
-    for start in range(0, len(items), SCRIPT_KEYS_PER_CALL):
-        chunk = items[start : start + SCRIPT_KEYS_PER_CALL]
-        blobs.append(b"".join([pack(len(k), ttl_ms_of(k), len(v)) + k + v for k, v in chunk]))
-    return blobs
 
 
 def _client(options: RedisOptions, cluster: bool, socket_timeout_s: float) -> Any:
