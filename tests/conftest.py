@@ -38,8 +38,11 @@ DEMO_TIMEOUT_S = 120.0
 
 
 def livefeat_env() -> dict[str, str]:
-    """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting, and
+    one worker per server (the default is one per CPU): tests of several workers ask
+    for them with `--workers N` (tests/workers/)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
+    return {**env, "LIVEFEAT_WORKERS": "1"}
 
 
 def free_port() -> int:

@@ -35,7 +35,8 @@ class GrpcServer:
     RESOURCE_EXHAUSTED before any work. `port` 0 picks a free port (see `.port`).
     Health follows the store, as /readyz does: SERVING while a durable tier can
     answer (asked every `ready_every_s`), NOT_SERVING otherwise and for good
-    once draining. Raises LivefeatError if the address cannot be bound.
+    once draining. `reuse_port`: share the port with other processes that ask for it
+    too (the workers of one pod). Raises LivefeatError if the address cannot be bound.
     """
 
     def __init__(
@@ -45,11 +46,13 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         ready_every_s: float = READY_EVERY_S,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
-            # Without this, a second process could silently share the port.
-            ("grpc.so_reuseport", 0),
+            # Off unless asked: a second process could otherwise silently share the port.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self.server = grpc.aio.server(options=options)
         pb_grpc.add_FeatureServiceServicer_to_server(FeatureServicer(core), self.server)

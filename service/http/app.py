@@ -9,7 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.core.service import FeatureService
@@ -166,6 +166,6 @@ def create_app(core: FeatureService, max_body_bytes: int = 8 << 20) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
     return app
