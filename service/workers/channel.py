@@ -10,6 +10,8 @@ not running, or has not opened its store yet, so it serves nothing stale.
 Calls (payload formats below):
 - WRITE (to worker 0, the RocksDB primary): items -> written flags.
 - CHANGED (from worker 0 to the others): keys the primary wrote -> empty.
+- RESYNC (from worker 0, when it starts, to the others): anything may have been
+  written (a write it made before dying may not have been announced) -> empty.
 
 Raised: Unreachable (nobody listens), CallFailed (the callee answered an error),
 TimeoutError (no answer in time).
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 WRITE = 1
 CHANGED = 2
+RESYNC = 3
 _HEAD = struct.Struct("<BI")
 _LEN = struct.Struct("<I")
 _PAIR = struct.Struct("<II")

@@ -12,6 +12,13 @@ has caught up and dropped the written keys from L1: a read that starts after the
 acknowledgement, on any worker, reads the new value. A worker that does not
 answer CHANGED within `timeout_s` is killed (SIGKILL, by the pid the supervisor
 recorded) before the push is acknowledged; the supervisor starts it again.
+
+A worker 0 that died between writing and announcing a write answered nobody,
+but a retry of that push would be ignored as not newer and acknowledged: so
+worker 0, when it starts, first tells every other worker to RESYNC (catch up,
+drop all of L1, rebuild the presence filter) and only then takes writes.
+Catching up costs (RocksTier.catch_up) about 1 ms, the CHANGED round trip as
+a whole is recorded in livefeat_worker_sync_duration_seconds.
 """
 
 from __future__ import annotations
@@ -112,13 +119,17 @@ class PeerFanout:
             return
         started = time.perf_counter()
         payload = channel.encode_keys([k for k, _ in items])
-        await asyncio.gather(*(self._tell(i, payload) for i in self._others))
+        await asyncio.gather(*(self._tell(i, channel.CHANGED, payload) for i in self._others))
         metrics.WORKER_SYNC_SECONDS.observe(time.perf_counter() - started)
 
-    async def _tell(self, index: int, payload: bytes) -> None:
+    async def resync(self) -> None:
+        """Tell every other worker that anything may have been written. Never raises."""
+        await asyncio.gather(*(self._tell(i, channel.RESYNC, b"") for i in self._others))
+
+    async def _tell(self, index: int, op: int, payload: bytes) -> None:
         path = channel.socket_path(self._control_dir, index)
         try:
-            await channel.call(path, channel.CHANGED, payload, self._timeout_s)
+            await channel.call(path, op, payload, self._timeout_s)
         except channel.Unreachable:
             return  # not running, or its store not open yet: it will read the new value
         except (channel.CallFailed, TimeoutError, OSError) as exc:
@@ -165,4 +176,13 @@ class PeerSink:
         self._reads.invalidate(keys)
         if self._presence is not None:
             self._presence.add(keys)
+        return b""
+
+    async def resync(self, payload: bytes) -> bytes:
+        """RESYNC: catch up, forget everything in L1, rebuild the presence filter (not
+        trusted until rebuilt). Raises TierUnavailable."""
+        await self._local.catch_up()
+        self._reads.clear()
+        if self._presence is not None:
+            self._presence.rebuild()
         return b""

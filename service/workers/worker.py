@@ -110,7 +110,7 @@ class WorkerRole:
         loop = asyncio.get_running_loop()
         self._sink, self._core = loop.create_future(), loop.create_future()
         embedded = not settings.redis_url
-        handlers = {channel.CHANGED: self._changed}
+        handlers = {channel.CHANGED: self._changed, channel.RESYNC: self._resync}
         if self.primary:  # embedded: the whole write path; Redis mode: only RocksDB's part
             handlers[channel.WRITE] = self._write if embedded else self._write_rocks
         self._channel = channel.ChannelServer(
@@ -125,6 +125,8 @@ class WorkerRole:
         if embedded and self.primary:
             fanout = PeerFanout(self.control_dir, self.index, self.count)
         core = build_core(settings, local=local, announcer=fanout, local_fills=self.primary)
+        if fanout is not None:  # before taking writes (peers.py)
+            await fanout.resync()
         self._core.set_result(core)
         store = core.store
         if self.primary:
@@ -163,6 +165,13 @@ class WorkerRole:
             return b""  # the store is not open yet: it will open at a newer state
         sink = self._sink.result()
         return b"" if sink is None else await sink.changed(payload)
+
+    async def _resync(self, payload: bytes) -> bytes:
+        assert self._sink is not None
+        if not self._sink.done():
+            return b""  # the store is not open yet: it will open at a newer state
+        sink = self._sink.result()
+        return b"" if sink is None else await sink.resync(payload)
 
     async def _write(self, payload: bytes) -> bytes:
         """WRITE, embedded: as a push here (RocksDB, L1, presence, every other worker)."""

@@ -55,7 +55,7 @@ def test_a_killed_worker_is_started_again_and_the_port_keeps_answering(
     wait_for(lambda: len(children(server.pid)) == 2)
     after = children(server.pid)
     assert victim not in after and before[1] in after
-    wait_for(lambda: reach_every_worker(server, 2, tries=50) == {0, 1})
+    wait_for(lambda: reach_every_worker(server, 2, timeout_s=1.0) == {0, 1})
     assert "started again" in server.stderr()
     metrics = get(server, "/metrics").text
     assert re.search(r"^livefeat_worker_restarts_total 1\.0$", metrics, re.M), metrics
