@@ -33,6 +33,8 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
 def test_two_workers_share_the_http_and_grpc_ports(
     start_server: Start, fresh_data_dir: Path
 ) -> None:
+    """Each worker binds gRPC (grpc.so_reuseport) before HTTP: a worker whose gRPC
+    bind failed would exit before listening on HTTP, and never answer here."""
     server = start_server(fresh_data_dir, "--workers", "2")
     assert len(children(server.pid)) == 2
     assert reach_every_worker(server, 2) == {0, 1}
