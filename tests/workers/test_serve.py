@@ -63,14 +63,22 @@ def test_a_killed_worker_is_started_again_and_the_port_keeps_answering(
     assert re.search(r"^livefeat_worker_restarts_total 1\.0$", metrics, re.M), metrics
 
 
-def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(
-    start_server: Start, fresh_data_dir: Path
+def test_one_worker_is_one_process_as_before(server: LiveServer) -> None:
+    """The session's server runs with LIVEFEAT_WORKERS=1 (tests/conftest.py)."""
+    assert children(server.pid) == []
+    r = get(server, "/readyz")
+    assert r.status_code == 200 and "x-livefeat-worker" not in r.headers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_drains_every_worker_and_the_supervisor_exits_0(
+    start_server: Start, fresh_data_dir: Path, sig: signal.Signals
 ) -> None:
     server = start_server(fresh_data_dir, "--workers", "2", "--drain-delay-s", "1.5")
     workers = children(server.pid)
     assert len(workers) == 2
     assert reach_every_worker(server, 2) == {0, 1}  # both started
-    os.kill(server.pid, signal.SIGTERM)
+    os.kill(server.pid, sig)
     # During the drain delay every worker says it is not ready (and still answers).
     draining: set[int] = set()
     deadline = time.monotonic() + 1.2
