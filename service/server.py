@@ -149,9 +149,9 @@ async def serve(
                 http_task.cancel()
                 await rpc.stop(0)
     finally:
-        await core.store.close()
-        if worker is not None:
+        if worker is not None:  # first: the other workers stop waiting for this one
             await worker.close()
+        await core.store.close()
         log.info("stopped")
 
 

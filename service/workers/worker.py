@@ -213,7 +213,9 @@ class WorkerRole:
         return WorkerHeader(app, self.index)
 
     async def close(self) -> None:
-        """Stop the background tasks and the local channel (after the front ends)."""
+        """Stop the background tasks and the local channel. Once the front ends have
+        stopped and before the store closes: a worker that serves no more is skipped by
+        worker 0 (nobody listens) rather than killed for failing to catch up."""
         for task in self._tasks:
             task.cancel()
         if self._channel is not None:
