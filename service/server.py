@@ -26,7 +26,7 @@ from service.store.factory import open_store
 from service.store.l1 import L1Cache
 
 if TYPE_CHECKING:
-    from service.workers.worker import WorkerRole
+    from service.workers.worker import WorkerRole, WorkerRuntime
 
 log = structlog.get_logger("livefeat")
 
@@ -118,14 +118,17 @@ async def serve(
     close the store. A second signal cuts the waits short. `worker`: this process
     is one of several sharing the ports and the data dir (service/workers/).
     """
-    core = build_core(settings) if worker is None else await worker.open_core(settings)
+    runtime: WorkerRuntime | None = None if worker is None else await worker.start(settings)
+    core = build_core(settings) if runtime is None else runtime.core
     core.store.start()  # change feed, presence filter
     try:
         app = create_app(core, settings.max_body_bytes)
-        asgi = app if worker is None else worker.wrap(app)
+        asgi = app if runtime is None else runtime.wrap(app)
         sockets = None
-        if worker is not None:
-            sockets = [worker.http_socket(settings.http_host, settings.http_port)]
+        if runtime is not None:
+            from service.workers.worker import reuse_port_socket
+
+            sockets = [reuse_port_socket(settings.http_host, settings.http_port)]
         http = _HttpServer(_http_config(asgi, settings))
         rpc = GrpcServer(core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
                          reuse_port=worker is not None)  # fmt: skip
@@ -149,8 +152,8 @@ async def serve(
                 http_task.cancel()
                 await rpc.stop(0)
     finally:
-        if worker is not None:  # first: the other workers stop waiting for this one
-            await worker.close()
+        if runtime is not None:  # first: the other workers stop waiting for this one
+            await runtime.close()
         await core.store.close()
         log.info("stopped")
 

@@ -76,6 +76,74 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Gate:
+    """The local channel's handlers, open before the store is: they answer at once
+    while it is not (it will open at a newer state than any write they hear of), and
+    WRITE waits for it."""
+
+    def __init__(
+        self, sink: asyncio.Future[PeerSink | None], core: asyncio.Future[FeatureService]
+    ) -> None:
+        self.sink = sink
+        self.core = core
+
+    def __repr__(self) -> str:
+        return f"<_Gate {'open' if self.core.done() else 'opening'}>"
+
+    async def changed(self, payload: bytes) -> bytes:
+        """CHANGED (peers.PeerSink)."""
+        sink = self.sink.result() if self.sink.done() else None
+        return b"" if sink is None else await sink.changed(payload)
+
+    async def resync(self, payload: bytes) -> bytes:
+        """RESYNC (peers.PeerSink)."""
+        sink = self.sink.result() if self.sink.done() else None
+        return b"" if sink is None else await sink.resync(payload)
+
+    async def write(self, payload: bytes) -> bytes:
+        """WRITE, embedded: as a push here (RocksDB, L1, presence, every other worker)."""
+        store = (await self.core).store
+        written = await store.put_many(channel.decode_items(payload))
+        return bytes(1 if w else 0 for w in written)
+
+    async def write_rocks(self, payload: bytes) -> bytes:
+        """WRITE, Redis mode: into RocksDB only (Redis and its notifications did the rest)."""
+        store = (await self.core).store
+        written = await store.tiers[-1].put_many(channel.decode_items(payload))
+        return bytes(1 if w else 0 for w in written)
+
+
+class WorkerRuntime:
+    """A started worker: its core, its local channel and background tasks."""
+
+    def __init__(
+        self,
+        index: int,
+        core: FeatureService,
+        channel_server: channel.ChannelServer,
+        tasks: list[asyncio.Task[None]],
+    ) -> None:
+        self.index = index
+        self.core = core
+        self._channel = channel_server
+        self._tasks = tasks
+
+    def __repr__(self) -> str:
+        return f"<WorkerRuntime {self.index} {self._channel!r}>"
+
+    def wrap(self, app: Any) -> Any:
+        """The ASGI app with this worker's header."""
+        return WorkerHeader(app, self.index)
+
+    async def close(self) -> None:
+        """Stop the background tasks and the local channel. Once the front ends have
+        stopped and before the store closes: a worker that serves no more is skipped by
+        worker 0 (nobody listens) rather than killed for failing to catch up."""
+        for task in self._tasks:
+            task.cancel()
+        await self._channel.close()
+
+
 class WorkerRole:
     """Worker `index` of `count`, under the supervisor whose files are in `control_dir`.
 
@@ -86,11 +154,7 @@ class WorkerRole:
         self.index = index
         self.count = count
         self.control_dir = control_dir
-        self._restarted = restarted
-        self._sink: asyncio.Future[PeerSink | None] | None = None
-        self._core: asyncio.Future[FeatureService] | None = None
-        self._channel: channel.ChannelServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.restarted = restarted
 
     def __repr__(self) -> str:
         return f"<WorkerRole {self.index}/{self.count} {self.control_dir}>"
@@ -100,23 +164,21 @@ class WorkerRole:
         """Whether this worker holds the RocksDB primary."""
         return self.index == PRIMARY
 
-    async def open_core(self, settings: Settings) -> FeatureService:
+    async def start(self, settings: Settings) -> WorkerRuntime:
         """Listen on the local channel, open the store as this worker's role wants, and
         build the core. Raises LivefeatError (TierUnavailable: no database in time)."""
         from service.server import build_core  # server.py imports this module's users
 
-        if self._restarted:
+        if self.restarted:
             metrics.WORKER_RESTARTS.inc()
         loop = asyncio.get_running_loop()
-        self._sink, self._core = loop.create_future(), loop.create_future()
+        gate = _Gate(loop.create_future(), loop.create_future())
         embedded = not settings.redis_url
-        handlers = {channel.CHANGED: self._changed, channel.RESYNC: self._resync}
+        handlers = {channel.CHANGED: gate.changed, channel.RESYNC: gate.resync}
         if self.primary:  # embedded: the whole write path; Redis mode: only RocksDB's part
-            handlers[channel.WRITE] = self._write if embedded else self._write_rocks
-        self._channel = channel.ChannelServer(
-            channel.socket_path(self.control_dir, self.index), handlers
-        )
-        await self._channel.start()
+            handlers[channel.WRITE] = gate.write if embedded else gate.write_rocks
+        server = channel.ChannelServer(channel.socket_path(self.control_dir, self.index), handlers)
+        await server.start()
         rocks = await self._open_rocks(settings)
         local: Tier = rocks
         if not self.primary:
@@ -127,20 +189,20 @@ class WorkerRole:
         core = build_core(settings, local=local, announcer=fanout, local_fills=self.primary)
         if fanout is not None:  # before taking writes (peers.py)
             await fanout.resync()
-        self._core.set_result(core)
+        gate.core.set_result(core)
         store = core.store
+        tasks = [asyncio.create_task(_watch_supervisor(os.getppid()))]
         if self.primary:
-            self._sink.set_result(None)
+            gate.sink.set_result(None)
         else:
-            self._sink.set_result(PeerSink(rocks, store.reads, store.presence))
+            gate.sink.set_result(PeerSink(rocks, store.reads, store.presence))
             # Writes acknowledged while the sink was not set are older than this.
             await rocks.catch_up()
             if not embedded:
-                self._tasks.append(asyncio.create_task(self._catch_up_often(rocks)))
-        self._tasks.append(asyncio.create_task(self._watch_supervisor(os.getppid())))
+                tasks.append(asyncio.create_task(_catch_up_often(rocks)))
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            self._tasks.append(asyncio.create_task(self._count_l1(store.reads.l1)))
-        return core
+            tasks.append(asyncio.create_task(_count_l1(store.reads.l1)))
+        return WorkerRuntime(self.index, core, server, tasks)
 
     async def _open_rocks(self, settings: Settings) -> RocksTier:
         path = Path(settings.data_dir) / "rocksdb"
@@ -159,64 +221,22 @@ class WorkerRole:
                     raise
                 await asyncio.sleep(0.1)
 
-    async def _changed(self, payload: bytes) -> bytes:
-        assert self._sink is not None
-        if not self._sink.done():
-            return b""  # the store is not open yet: it will open at a newer state
-        sink = self._sink.result()
-        return b"" if sink is None else await sink.changed(payload)
 
-    async def _resync(self, payload: bytes) -> bytes:
-        assert self._sink is not None
-        if not self._sink.done():
-            return b""  # the store is not open yet: it will open at a newer state
-        sink = self._sink.result()
-        return b"" if sink is None else await sink.resync(payload)
+async def _catch_up_often(rocks: RocksTier) -> None:
+    while True:
+        await asyncio.sleep(CATCH_UP_EVERY_S)
+        with contextlib.suppress(TierUnavailable):
+            await rocks.catch_up()
 
-    async def _write(self, payload: bytes) -> bytes:
-        """WRITE, embedded: as a push here (RocksDB, L1, presence, every other worker)."""
-        assert self._core is not None
-        store = (await self._core).store
-        written = await store.put_many(channel.decode_items(payload))
-        return bytes(1 if w else 0 for w in written)
 
-    async def _write_rocks(self, payload: bytes) -> bytes:
-        """WRITE, Redis mode: into RocksDB only (Redis and its notifications did the rest)."""
-        assert self._core is not None
-        store = (await self._core).store
-        written = await store.tiers[-1].put_many(channel.decode_items(payload))
-        return bytes(1 if w else 0 for w in written)
+async def _watch_supervisor(parent: int) -> None:
+    """A worker whose supervisor died (SIGKILL) drains itself instead of lingering."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _catch_up_often(self, rocks: RocksTier) -> None:
-        while True:
-            await asyncio.sleep(CATCH_UP_EVERY_S)
-            with contextlib.suppress(TierUnavailable):
-                await rocks.catch_up()
 
-    async def _watch_supervisor(self, parent: int) -> None:
-        """A worker whose supervisor died (SIGKILL) drains itself instead of lingering."""
-        while os.getppid() == parent:
-            await asyncio.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    async def _count_l1(self, l1: Any) -> None:
-        while True:
-            metrics.L1_ROWS.set(len(l1))
-            await asyncio.sleep(GAUGE_EVERY_S)
-
-    def http_socket(self, host: str, port: int) -> socket.socket:
-        """This worker's HTTP socket on the shared port. Raises OSError."""
-        return reuse_port_socket(host, port)
-
-    def wrap(self, app: Any) -> Any:
-        """The ASGI app with this worker's header."""
-        return WorkerHeader(app, self.index)
-
-    async def close(self) -> None:
-        """Stop the background tasks and the local channel. Once the front ends have
-        stopped and before the store closes: a worker that serves no more is skipped by
-        worker 0 (nobody listens) rather than killed for failing to catch up."""
-        for task in self._tasks:
-            task.cancel()
-        if self._channel is not None:
-            await self._channel.close()
+async def _count_l1(l1: Any) -> None:
+    while True:
+        metrics.L1_ROWS.set(len(l1))
+        await asyncio.sleep(GAUGE_EVERY_S)
