@@ -30,7 +30,7 @@ ROOM_VIEW = "room_stats"
 def _replica(name: str, root: Path, redis_url: str) -> Server:
     port, grpc = free_port(), free_port()
     cmd = [livefeat_command(), "serve", "--data-dir", str(root / name), "--http-host", HOST,
-           "--http-port", str(port), "--grpc-port", str(grpc), "--redis-url", redis_url]  # fmt: skip
+           "--http-port", str(port), "--grpc-port", str(grpc), "--redis-url", redis_url, "--workers", "1"]  # fmt: skip
     return Server(name, cmd, port, root / f"{name}.log")
 
 

@@ -195,9 +195,15 @@ class LivefeatServer(Server):
 
 
 def livefeat_server(
-    name: str, data_dir: Path, log: Path, redis_url: str | None, env: Mapping[str, str]
+    name: str,
+    data_dir: Path,
+    log: Path,
+    redis_url: str | None,
+    env: Mapping[str, str],
+    workers: int = 1,
 ) -> Server:
-    """`livefeat serve` on HOST, free HTTP and gRPC ports (its gRPC port: `.grpc_port`)."""
+    """`livefeat serve` on HOST, free HTTP and gRPC ports (its gRPC port: `.grpc_port`),
+    as `workers` processes (one unless asked: the protocol measures one process)."""
     # The benchmarks measure latency against concurrency (up to 32 per process): no
     # admission bound unless the caller sets one (loadtest/overload.py does).
     env = {"LIVEFEAT_MAX_IN_FLIGHT": "0", **env}
@@ -214,6 +220,8 @@ def livefeat_server(
         str(server.port),
         "--grpc-port",
         str(server.grpc_port),
+        "--workers",
+        str(workers),
     ]
     if redis_url:
         server.cmd += ["--redis-url", redis_url]

@@ -69,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
     consume.add_argument("--metrics-port", type=int,
                          help="/healthz, /readyz and /metrics (default 9108)")  # fmt: skip
     consume.add_argument("--http-host", help="the metrics port's address (default 0.0.0.0)")
+    serve.add_argument("--workers", type=int,
+                       help="worker processes sharing the ports (LIVEFEAT_WORKERS, default: the "
+                            "CPUs this process may use, cgroup quota included)")  # fmt: skip
+    # Set by the supervisor on the command lines of its workers (service/workers/).
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--control-dir", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-restarted", action="store_true", help=argparse.SUPPRESS)
     load = sub.add_parser("load", help="load a Parquet file into one view")
     load.add_argument("view")
     load.add_argument("file", type=Path)
@@ -145,10 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         logs.setup(settings.log_level)
         if args.command == "serve":
-            from service.server import run
-
-            run(settings, args.drain_delay_s)
-        elif args.command == "consume":
+            return _serve(settings, args, sys.argv[1:] if argv is None else argv)
+        if args.command == "consume":
             _consume(settings, args.topics, args.views)
         elif args.command == "load" and args.server:
             print(_load_remote(settings, args.view, args.file, args.server, args.batch_rows))
@@ -181,6 +186,31 @@ def _consume(settings: Settings, topics: list[str], views: list[str]) -> None:
     # consumer writes the Redis that serving replicas read, and keeps no disk.
     rocksdb = "data_dir" in settings.model_fields_set
     uvloop.run(consume(settings, routes, rocksdb))
+
+
+def _serve(settings: Settings, args: argparse.Namespace, argv: list[str]) -> int:
+    """One process, a worker of a supervisor, or the supervisor of N workers."""
+    from service.workers.cpus import available_cpus
+
+    workers = settings.workers or available_cpus()
+    if args.worker_index is not None:
+        from service.server import run
+        from service.workers.worker import WorkerRole
+
+        role = WorkerRole(args.worker_index, workers, args.control_dir, args.worker_restarted)
+        run(settings, args.drain_delay_s, role)
+    elif workers == 1:
+        from service.server import run
+
+        run(settings, args.drain_delay_s)
+    else:
+        from service.server import GRACE_S
+        from service.workers.supervisor import Supervisor, check_ports, worker_command
+
+        check_ports(settings.http_host, [settings.http_port, settings.grpc_port])
+        grace_s = args.drain_delay_s + GRACE_S + 5.0  # a worker's own drain, and closing
+        return Supervisor(worker_command(argv), workers, grace_s).run()
+    return 0
 
 
 def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> str:
@@ -296,3 +326,7 @@ def _demo(settings: Settings, force: bool, small: bool) -> None:
             )
         )
     marker.write_text(f"{spec}, layouts={layouts}, event_time_ms={now_ms}\n")
+
+
+if __name__ == "__main__":  # the supervisor starts its workers as `python -m service.cli`
+    sys.exit(main())

@@ -2,11 +2,20 @@
 
 Recording happens at the front-end edge (requests) and in the tiered store
 (tier calls). Labels never carry an id. See docs/metrics.md for the catalogue.
+
+With several workers (service/workers/) the supervisor sets PROMETHEUS_MULTIPROC_DIR
+before any worker imports this: each worker writes its values to files there, and
+`scrape` on any worker adds up every worker's (prometheus_client's multiprocess
+mode). A gauge says how its workers' values combine (`multiprocess_mode`; "live":
+only running workers count); a single process ignores it.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -50,12 +59,14 @@ TIER_CIRCUIT_OPEN = Gauge(
     "livefeat_tier_circuit_open",
     "1 while a tier's circuit breaker is open (calls skipped after repeated failures).",
     ["tier"],
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 WRITE_BEHIND_QUEUED = Gauge(
     "livefeat_write_behind_queued_rows",
     "Rows waiting to be written in the background into a tier (fills).",
     ["tier"],
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 WRITE_BEHIND_DROPPED = Counter(
@@ -67,6 +78,7 @@ WRITE_BEHIND_DROPPED = Counter(
 CHANGE_FEED_CONNECTED = Gauge(
     "livefeat_change_feed_connected",
     "1 while this replica is subscribed to change notifications.",
+    multiprocess_mode="livemin",
     registry=REGISTRY,
 )
 CHANGE_FEED_KEYS = Counter(
@@ -87,7 +99,10 @@ CHANGE_FEED_DELAY_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
     registry=REGISTRY,
 )
-L1_ROWS = Gauge("livefeat_l1_rows", "Rows held in the L1 cache.", registry=REGISTRY)
+L1_ROWS = Gauge(
+    "livefeat_l1_rows", "Rows held in the L1 cache (with workers: every worker's, summed).",
+    multiprocess_mode="livesum", registry=REGISTRY,
+)  # fmt: skip
 L1_EVICTIONS = Counter(
     "livefeat_l1_evictions_total", "Rows evicted from L1 to respect its size bound.",
     registry=REGISTRY,
@@ -119,6 +134,7 @@ NEWEST_EVENT_SECONDS = Gauge(
     "Newest event time (Unix seconds) accepted by this process's write path, by view: "
     "time() minus this is how long ago a writer last sent something new.",
     ["view"],
+    multiprocess_mode="max",
     registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(
@@ -134,17 +150,20 @@ REPORT_WORST_PSI = Gauge(
     "livefeat_report_worst_psi",
     "Largest PSI (offline against served values) over a view's features in the last report.",
     ["view"],
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 REPORT_FLAGGED_FEATURES = Gauge(
     "livefeat_report_flagged_features",
     "Features of a view over a skew threshold (PSI, KS or mismatch) in the last report.",
     ["view"],
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 REPORT_GENERATED_SECONDS = Gauge(
     "livefeat_report_generated_timestamp_seconds",
     "When the last report was generated (Unix seconds); 0 without a report.",
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 
@@ -175,6 +194,7 @@ KAFKA_LAG = Gauge(
     "(high watermark - committed position), by topic and partition; only partitions "
     "this consumer holds.",
     ["topic", "partition"],
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 KAFKA_BATCH_SECONDS = Histogram(
@@ -208,6 +228,7 @@ SERVED_LOG_RECORDS = Counter(
 SERVED_LOG_QUEUED = Gauge(
     "livefeat_served_log_queued_records",
     "Sampled bundle answers waiting to be encoded and sent.",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 REFUSED = Counter(
@@ -220,5 +241,35 @@ REFUSED = Counter(
 IN_FLIGHT = Gauge(
     "livefeat_requests_in_flight",
     "Requests (reads and pushes, both front ends) this process is working on.",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+WORKER_RESTARTS = Counter(
+    "livefeat_worker_restarts_total",
+    "Worker processes started again by the supervisor after one exited (counted by the "
+    "new worker at its start).",
+    registry=REGISTRY,
+)
+WORKER_KILLS = Counter(
+    "livefeat_worker_kills_total",
+    "Workers killed by the RocksDB primary (worker 0) because they did not apply a write "
+    "within the bound (they could have served the older value).",
+    registry=REGISTRY,
+)
+WORKER_SYNC_SECONDS = Histogram(
+    "livefeat_worker_sync_duration_seconds",
+    "Embedded mode with workers: from a write on the primary until every other worker has "
+    "caught up and dropped the written keys from L1.",
+    buckets=_LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+
+
+def scrape() -> bytes:
+    """The Prometheus text of this process, or of every worker of the pod (multiprocess)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return generate_latest(REGISTRY)
+    pod = CollectorRegistry()
+    MultiProcessCollector(pod, path)
+    return generate_latest(pod)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -27,14 +28,20 @@ from service.settings import Settings
 from service.store.factory import open_store
 from service.store.l1 import L1Cache
 
+if TYPE_CHECKING:
+    from service.workers.worker import WorkerRole, WorkerRuntime
+
 log = structlog.get_logger("livefeat")
 
 
-def build_core(settings: Settings, registry: Registry | None = None) -> FeatureService:
-    """A FeatureService over L1 and the configured durable tiers."""
+def build_core(
+    settings: Settings, registry: Registry | None = None, **store_options: Any
+) -> FeatureService:
+    """A FeatureService over L1 and the configured durable tiers (`store_options`:
+    a worker's, see open_store)."""
     registry = registry or load_registry(settings.registry)
     l1: L1Cache[Row] = L1Cache(settings.l1_max_rows, settings.l1_ttl_s)
-    store = open_store(settings, registry, l1)
+    store = open_store(settings, registry, l1, **store_options)
     limits = Limits(max_ids=settings.max_ids, max_push_rows=settings.max_push_rows)
     return FeatureService(registry, store, limits)
 
@@ -80,9 +87,9 @@ class _Signals:
         (self.force if self.stop.is_set() else self.stop).set()
 
 
-async def _run_http(server: uvicorn.Server) -> None:
+async def _run_http(server: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
     try:
-        await server.serve()
+        await server.serve(sockets)
     except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. port in use)
         raise LivefeatError("the HTTP server could not start (see the log above)") from exc
 
@@ -104,16 +111,20 @@ async def _force_on(event: asyncio.Event, http: uvicorn.Server, rpc: GrpcServer)
     await rpc.stop(0)
 
 
-async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> None:
+async def serve(
+    settings: Settings, drain_delay_s: float = DRAIN_DELAY_S, worker: WorkerRole | None = None
+) -> None:
     """Serve HTTP and gRPC on this loop, over one core, until SIGTERM or SIGINT; then drain.
 
     Drain: readiness false (HTTP /readyz 503, gRPC health NOT_SERVING), wait
     `drain_delay_s`, stop accepting, let calls in flight finish (up to GRACE_S),
-    close the store. A second signal cuts the waits short.
+    close the store. A second signal cuts the waits short. `worker`: this process
+    is one of several sharing the ports and the data dir (service/workers/).
     """
     served = open_served_log(settings.kafka, settings.log_served_topic, settings.log_served_dir,
                              settings.log_served_fraction, settings.log_served_queue)  # fmt: skip
-    core = build_core(settings)
+    runtime: WorkerRuntime | None = None if worker is None else await worker.start(settings)
+    core = build_core(settings) if runtime is None else runtime.core
     core.store.start()  # change feed, presence filter
     served.start()
     try:
@@ -128,14 +139,20 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
             report_dir=settings.report_dir,
             served_log=served,
         )
-        http = _HttpServer(_http_config(app, settings))
+        asgi = app if runtime is None else runtime.wrap(app)
+        sockets = None
+        if runtime is not None:
+            from service.workers.worker import reuse_port_socket
+
+            sockets = [reuse_port_socket(settings.http_host, settings.http_port)]
+        http = _HttpServer(_http_config(asgi, settings))
         rpc = GrpcServer(
             core, settings.http_host, settings.grpc_port, settings.max_body_bytes,
-            admission=admission, served_log=served,
+            admission=admission, served_log=served, reuse_port=worker is not None,
         )  # fmt: skip
         with _Signals() as signals:
             await rpc.start()
-            http_task = asyncio.create_task(_run_http(http))
+            http_task = asyncio.create_task(_run_http(http, sockets))
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
             log.info("serving", http=address(settings.http_host, settings.http_port),
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
@@ -153,12 +170,14 @@ async def serve(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> Non
                 http_task.cancel()
                 await rpc.stop(0)
     finally:
+        if runtime is not None:  # first: the other workers stop waiting for this one
+            await runtime.close()
         await served.close()
         await core.store.close()
         log.info("stopped")
 
 
-def _http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+def _http_config(app: FastAPI | Any, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.http_host,
@@ -172,6 +191,8 @@ def _http_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
-def run(settings: Settings, drain_delay_s: float = DRAIN_DELAY_S) -> None:
+def run(
+    settings: Settings, drain_delay_s: float = DRAIN_DELAY_S, worker: WorkerRole | None = None
+) -> None:
     """Run `serve` on uvloop."""
-    uvloop.run(serve(settings, drain_delay_s))
+    uvloop.run(serve(settings, drain_delay_s, worker))

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # A push waits at most this long for every replica to confirm it has dropped the
     # pushed keys from its L1 (service/store/feed.py, Acks).
     change_ack_timeout_s: float = Field(default=0.25, ge=0)
+    # Worker processes of `livefeat serve` (service/workers/); None: the CPUs this
+    # process may use (cgroup quota and affinity, service/workers/cpus.py).
+    workers: int | None = Field(default=None, ge=1, le=256)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)

@@ -54,9 +54,11 @@ TEST_HTTP_TIMEOUT_S = "5"
 
 
 def livefeat_env() -> dict[str, str]:
-    """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting."""
+    """The environment for livefeat subprocesses: ours, minus any LIVEFEAT_* setting, and
+    one worker per server (the default is one per CPU): tests of several workers ask
+    for them with `--workers N` (tests/workers/)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEAT_")}
-    return env | {"LIVEFEAT_HTTP_TIMEOUT_S": TEST_HTTP_TIMEOUT_S}
+    return {**env, "LIVEFEAT_HTTP_TIMEOUT_S": TEST_HTTP_TIMEOUT_S, "LIVEFEAT_WORKERS": "1"}
 
 
 def free_port() -> int:

@@ -37,7 +37,8 @@ class GrpcServer:
     Health follows the store, as /readyz does: SERVING while a durable tier can
     answer (asked every `ready_every_s`), NOT_SERVING otherwise and for good
     once draining. `admission` bounds the calls in flight (shared with HTTP; None:
-    unbounded). Raises LivefeatError if the address cannot be bound.
+    unbounded). `reuse_port`: share the port with other processes that ask for it
+    too (the workers of one pod). Raises LivefeatError if the address cannot be bound.
     """
 
     def __init__(
@@ -49,11 +50,13 @@ class GrpcServer:
         ready_every_s: float = READY_EVERY_S,
         admission: Admission | None = None,
         served_log: ServedLog = DISABLED,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
-            # Without this, a second process could silently share the port.
-            ("grpc.so_reuseport", 0),
+            # Off unless asked: a second process could otherwise silently share the port.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self.server = grpc.aio.server(options=options)
         add_to_server(FeatureServicer(core, admission, served_log), self.server)

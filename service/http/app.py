@@ -11,7 +11,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.core.admission import Admission, Overloaded
@@ -203,7 +203,7 @@ def create_app(
     async def prometheus() -> Response:
         """Prometheus text format."""
         refresh_report_gauges()
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
     # Innermost first: the hot routes skip FastAPI's routing (hot.py) but not the
     # metrics and request-id middleware around them.

@@ -31,15 +31,21 @@ from service.store.replica import FeedSink
 from service.store.rocks import RocksTier
 from service.store.tiered import TieredStore
 from service.store.writebehind import WriteBehind
-from service.store.writer import Writer
+from service.store.writer import Announcer, Writer
 
 V = TypeVar("V")
 
 
 def open_tiers(
-    settings: Settings, registry: Registry, *, for_load: bool = False, rocksdb: bool = True
+    settings: Settings,
+    registry: Registry,
+    *,
+    for_load: bool = False,
+    rocksdb: bool = True,
+    local: Tier | None = None,
 ) -> list[Tier]:
-    """The durable tiers, in read order: Redis (if configured), RocksDB. Raises DataDirBusy.
+    """The durable tiers, in read order: Redis (if configured), RocksDB (or `local`, a
+    worker's own, service/workers/). Raises DataDirBusy.
 
     `rocksdb=False` (Kafka consumers given no data dir) opens Redis alone; it needs a
     Redis URL (LivefeatError otherwise).
@@ -47,7 +53,9 @@ def open_tiers(
     if not rocksdb and not settings.redis_url:
         raise LivefeatError("no storage: give a Redis URL, a data dir, or both")
     rocks: list[Tier] = []
-    if rocksdb:
+    if local is not None:
+        rocks.append(local)
+    elif rocksdb:
         rocks.append(
             RocksTier(
                 Path(settings.data_dir) / "rocksdb",
@@ -77,18 +85,27 @@ def open_store(
     *,
     for_load: bool = False,
     rocksdb: bool = True,
+    local: Tier | None = None,
+    announcer: Announcer | None = None,
+    local_fills: bool = True,
 ) -> TieredStore[Row]:
     """L1 over the durable tiers; with Redis, change notifications (published on every
-    write; received once `start`ed, by a serving process). Raises DataDirBusy."""
+    write; received once `start`ed, by a serving process). Raises DataDirBusy.
+
+    A worker of several (service/workers/) passes its own RocksDB tier (`local`), how
+    the other workers learn its writes without Redis (`announcer`), and whether
+    background fills go into its RocksDB (`local_fills`: only the primary's do)."""
     pairs = [v.key_prefix for v in registry.views.values() if v.is_pair]
     watch = pairs if settings.presence_capacity and not for_load else []
     return assemble(
         l1,
-        open_tiers(settings, registry, for_load=for_load, rocksdb=rocksdb),
+        open_tiers(settings, registry, for_load=for_load, rocksdb=rocksdb, local=local),
         redis_url=settings.redis_url,
         presence_prefixes=watch,
         presence_capacity=settings.presence_capacity,
         ack_timeout_s=settings.change_ack_timeout_s,
+        announcer=announcer,
+        local_fills=local_fills,
     )
 
 
@@ -100,16 +117,23 @@ def assemble(
     presence_prefixes: Sequence[bytes] = (),
     presence_capacity: int = 2_000_000,
     ack_timeout_s: float = 0.25,
+    announcer: Announcer | None = None,
+    local_fills: bool = True,
 ) -> TieredStore[V]:
-    """Wire the store's pieces over `durable` tiers (read order; the last one local)."""
+    """Wire the store's pieces over `durable` tiers (read order; the last one local).
+    `announcer` tells other readers about writes when there is no Redis; without
+    `local_fills`, what other tiers return is not written into the local one."""
     tiers = [MeteredTier(t) for t in durable]
     fills = [WriteBehind(t.name, t.put_many) for t in tiers] if len(tiers) > 1 else []
+    if not local_fills:  # fills[i] writes into tiers[i]: the local tier is the last
+        fills = fills[:-1]
     presence = None
     if presence_prefixes:
         presence = PresenceIndex(PresenceFilter(presence_prefixes, presence_capacity), tiers)
     reads = ReadThrough(l1, tiers, fills, presence)
     metrics.L1_ROWS.set_function(lambda: len(l1))
-    publisher = feed = None
+    publisher: Announcer | None = announcer
+    feed = None
     if redis_url:
         origin = uuid.uuid4().bytes
         client = aredis.Redis.from_url(
@@ -117,7 +141,7 @@ def assemble(
         )
         acks = Acks(ack_timeout_s)  # enabled only once the feed is started and subscribed
         publisher = Publisher(client, origin, acks=acks)
-        sink = FeedSink(reads, presence, fills[-1] if fills else None)
+        sink = FeedSink(reads, presence, fills[-1] if fills and local_fills else None)
         feed = ChangeFeed(redis_url, sink, origin, acks=acks)
     writer = Writer(tiers, reads, presence, publisher)
     return TieredStore(tiers, reads, writer, fills, presence, feed)

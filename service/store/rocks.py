@@ -5,6 +5,13 @@ blocks in a block cache, LZ4. rocksdict releases the GIL, so every call runs on
 a small dedicated thread pool and a slow disk never blocks the event loop.
 Writes are serialised by one lock so that read-compare-write (newest event
 wins) is atomic within the process; RocksDB's LOCK file keeps other processes out.
+
+Other processes may read the same directory as *secondary* instances (`secondary=`,
+used by the workers of one pod, service/workers/): a secondary sees what the
+primary wrote once it has caught up (`catch_up`: it replays the primary's new
+MANIFEST and WAL records). Measured over a copy of the standard demo data (1.1
+million rows) on this project's shared 2-core machine, under load: median 0.8 ms
+when nothing is new, 0.9 ms after one synced write, 1.0 ms after ten (p99 7-10 ms).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rocksdict import (
+    AccessType,
     BlockBasedOptions,
     Cache,
     DBCompressionType,
@@ -36,11 +44,26 @@ class RocksTier:
     name = "rocksdb"
 
     def __init__(
-        self, path: str | Path, *, block_cache_mb: int = 256, threads: int = 2, sync: bool = True
+        self,
+        path: str | Path,
+        *,
+        block_cache_mb: int = 256,
+        threads: int = 2,
+        sync: bool = True,
+        secondary: Path | None = None,
     ) -> None:
+        """`secondary`: open read-only as a secondary instance keeping its own files
+        there (raises TierUnavailable while the primary has not created the database)."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._db = _open(self.path, block_cache_mb)
+        self.secondary = secondary
+        if secondary is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._db = _open(self.path, block_cache_mb)
+        else:
+            self._db = _open_secondary(self.path, secondary, block_cache_mb)
+        # Catch-ups asked for and done: one that starts after a request covers it.
+        self._catch_up_asked = self._catch_up_done = 0
+        self._catch_up_lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rocksdb")
         self._write_lock = threading.Lock()
         self._write_opts = WriteOptions()
@@ -125,6 +148,22 @@ class RocksTier:
         with self._write_lock:
             self._db.ingest_external_file(paths, opts)
 
+    async def catch_up(self) -> None:
+        """Secondary: see everything the primary wrote before this call (calls made
+        while one runs share the next). Raises TierUnavailable if RocksDB fails."""
+        self._catch_up_asked += 1
+        ticket = self._catch_up_asked
+        async with self._catch_up_lock:
+            if self._catch_up_done >= ticket:
+                return
+            covers = self._catch_up_asked
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._pool, self._db.try_catch_up_with_primary)
+            except Exception as exc:  # rocksdict raises a bare Exception
+                raise TierUnavailable(self.name, f"catch-up with the primary: {exc}") from exc
+            self._catch_up_done = covers
+
     def flush(self) -> None:
         """Make everything written so far durable (WAL synced, memtables flushed)."""
         self._db.flush_wal(True)
@@ -149,22 +188,14 @@ class RocksTier:
             return
         self._closed = True
         self._pool.shutdown(wait=True)
-        self._db.flush_wal(True)
+        if self.secondary is None:
+            self._db.flush_wal(True)
         self._db.close()
 
 
 def _open(path: Path, block_cache_mb: int) -> Rdict:
-    table = BlockBasedOptions()
-    table.set_bloom_filter(10, False)
-    table.set_block_cache(Cache(block_cache_mb << 20))
-    table.set_cache_index_and_filter_blocks(True)
-    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    opts = Options(raw_mode=True)
+    opts = _options(block_cache_mb)
     opts.create_if_missing(True)
-    opts.set_block_based_table_factory(table)
-    opts.set_compression_type(DBCompressionType.lz4())
-    opts.increase_parallelism(2)
-    opts.set_max_background_jobs(2)
     try:
         return Rdict(str(path), opts)
     except Exception as exc:  # rocksdict raises a bare Exception
@@ -174,3 +205,27 @@ def _open(path: Path, block_cache_mb: int) -> Rdict:
                 "stop it, or load through it with --server"
             ) from exc
         raise
+
+
+def _open_secondary(path: Path, own: Path, block_cache_mb: int) -> Rdict:
+    own.mkdir(parents=True, exist_ok=True)
+    opts = _options(block_cache_mb)
+    opts.set_max_open_files(-1)  # a secondary must keep every SST file open
+    try:
+        return Rdict(str(path), opts, access_type=AccessType.secondary(str(own)))
+    except Exception as exc:  # rocksdict raises a bare Exception
+        raise TierUnavailable("rocksdb", f"cannot open {path} as a secondary: {exc}") from exc
+
+
+def _options(block_cache_mb: int) -> Options:
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(Cache(block_cache_mb << 20))
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    opts = Options(raw_mode=True)
+    opts.set_block_based_table_factory(table)
+    opts.set_compression_type(DBCompressionType.lz4())
+    opts.increase_parallelism(2)
+    opts.set_max_background_jobs(2)
+    return opts

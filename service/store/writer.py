@@ -10,13 +10,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from service.store.base import Items
-from service.store.feed import Publisher
 from service.store.metered import MeteredTier
 from service.store.presence_index import PresenceIndex
 from service.store.readthrough import ReadThrough
+
+
+class Announcer(Protocol):
+    """Tells other readers of the store about accepted writes: Redis pub/sub between
+    replicas (feed.Publisher), or the workers of one pod (service/workers/peers.py)."""
+
+    async def publish(self, items: Items, with_values: bool = True) -> None:
+        """Announce written items; returns once readers have applied them (bounded).
+        Never raises."""
+        ...
+
+    async def subscribers(self) -> int:
+        """How many readers listen. Raises TierUnavailable."""
+        ...
+
+    async def close(self) -> None:
+        """Release what it holds."""
+        ...
 
 
 class Writer:
@@ -27,7 +44,7 @@ class Writer:
         tiers: Sequence[MeteredTier],
         reads: ReadThrough[Any],
         presence: PresenceIndex | None = None,
-        publisher: Publisher | None = None,
+        publisher: Announcer | None = None,
     ) -> None:
         self.tiers = tuple(tiers)
         self._reads = reads

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
+
 from service.core.registry import load_registry
 from service.grpc.convert import push_rows
 from service.settings import DEMO_REGISTRY

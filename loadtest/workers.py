@@ -1,0 +1,171 @@
+"""Two workers against one: `livefeat serve --workers 2` vs `--workers 1`, same data,
+same requests, same client, in one run (the figure is their throughput ratio).
+
+    python -m loadtest.workers [--data-dir data/livefeat] [--stores embedded redis]
+        [--transports http grpc] [--concurrency 16] [--duration 10] [--repetitions 2]
+
+Per repetition, store and worker count (the order of 1 and 2 alternates per
+repetition), one server starts on the demo data (Redis mode: a clone of it and a
+redis-server of our own holding the rows the requests read), is measured once per
+transport by the benchmark's client process (loadtest/clients.py: bundles of 100
+candidates, closed loop at the given concurrency), then stopped by its pid. Reported
+per case: median throughput of each, the ratio, and the CPU of the load generator
+and of the server's processes (every worker; Redis apart). JSON on stdout and in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import pickle
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtest import prepare, stats
+from loadtest.clients import RunSpec, run_client
+from loadtest.plan import TRANSPORTS
+from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_url
+
+CANDIDATES = 100
+PRESENCE_BUILT = "presence filter built"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.workers", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data/livefeat"))
+    p.add_argument(
+        "--stores", nargs="+", choices=["embedded", "redis"], default=["embedded", "redis"]
+    )
+    p.add_argument("--transports", nargs="+", choices=list(TRANSPORTS), default=["http", "grpc"])
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--repetitions", type=int, default=2)
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=Path("loadtest/results/workers.json"))
+    return p
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The server's processes that serve: its workers, or itself when it has none."""
+    path = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    children = [int(p) for p in path.read_text().split()] if path.exists() else []
+    return children or [server.pid]
+
+
+def wait_all_workers(server: Server, workers: int, timeout_s: float = 180.0) -> None:
+    """Every worker has built its presence filter and answers on the shared port."""
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        server.check_alive()
+        built = server.log.read_text(errors="replace")[server.log_offset :].count(PRESENCE_BUILT)
+        if built >= workers:
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=5)  # new connection
+            try:
+                conn.request("GET", "/readyz")
+                response = conn.getresponse()
+                response.read()
+                seen.add(response.getheader("X-Livefeat-Worker") or "single")
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if len(seen) >= workers:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{server.name}: not every worker ready:\n{server.log_tail()}")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    prepare.ensure_demo(args.data_dir)
+    work = Path(tempfile.mkdtemp(prefix="livefeat-workers-"))
+    requests = prepare.make_requests(CANDIDATES, seed=CANDIDATES, count=args.requests)
+    files = {}
+    for transport, client in TRANSPORTS.items():
+        files[transport] = work / f"requests.{client}.pickle"
+        encode = prepare.ENCODERS[client]
+        files[transport].write_bytes(pickle.dumps([encode(u, r) for u, r in requests]))
+    redis = None
+    runs: list[dict[str, Any]] = []
+    try:
+        if "redis" in args.stores:
+            prepare.clone_rocksdb(args.data_dir, work / "data-redis")
+            redis = redis_server("redis", work / "redis")
+            redis.start()
+            redis.wait_ready(30)
+            prepare.fill_redis(work / "data-redis", redis_url(redis), requests)
+        for rep in range(args.repetitions):
+            for store in args.stores:
+                for workers in (1, 2) if rep % 2 == 0 else (2, 1):
+                    runs += run_server(args, work, files, store, workers, redis)
+    finally:
+        if redis is not None:
+            redis.stop()
+    return {"work_dir": str(work), "machine": prepare.machine_info(), "runs": runs,
+            "summary": summarize(runs), "concurrency": args.concurrency,
+            "duration_s": args.duration, "candidates": CANDIDATES}  # fmt: skip
+
+
+def run_server(
+    args: argparse.Namespace, work: Path, files: dict[str, Path], store: str, workers: int,
+    redis: Server | None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    data = args.data_dir if store == "embedded" else work / "data-redis"
+    url = redis_url(redis) if store == "redis" and redis is not None else None
+    name = f"livefeat-{store}-{workers}w"
+    server = livefeat_server(name, data, work / f"{name}.log", url, {}, workers=workers)
+    server.start()
+    out = []
+    try:
+        wait_all_workers(server, workers)
+        pids = tuple((f"server{i}", pid) for i, pid in enumerate(worker_pids(server)))
+        for transport in args.transports:
+            spec = RunSpec(HOST, server.port_for(transport), str(files[transport]),
+                           args.concurrency, args.warmup, args.duration, pids)  # fmt: skip
+            got = run_client(spec, TRANSPORTS[transport])
+            server_cpu = sum(got[f"{role}_cpu_pct"] for role, _ in pids)
+            row = {"store": store, "transport": transport, "workers": workers,
+                   "throughput_rps": got["throughput_rps"], "errors": got["errors"],
+                   "p99_ms": got["latency_ms"]["p99"] if got["latency_ms"] else None,
+                   "client_cpu_pct": got["client_cpu_pct"], "server_cpu_pct": server_cpu}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    finally:
+        server.stop()
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per store and transport: medians for 1 and 2 workers and the throughput ratio."""
+    out = []
+    for store in dict.fromkeys(r["store"] for r in runs):
+        for transport in dict.fromkeys(r["transport"] for r in runs):
+            row: dict[str, Any] = {"store": store, "transport": transport}
+            for workers in (1, 2):
+                mine = [r for r in runs if (r["store"], r["transport"], r["workers"])
+                        == (store, transport, workers)]  # fmt: skip
+                for key in ("throughput_rps", "client_cpu_pct", "server_cpu_pct", "p99_ms"):
+                    row[f"{key}_{workers}w"] = round(stats.median(r[key] for r in mine), 2)
+            row["ratio"] = stats.ratio(row["throughput_rps_2w"], row["throughput_rps_1w"])
+            out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    report = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for row in report["summary"]:
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
