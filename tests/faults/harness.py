@@ -112,7 +112,11 @@ def metric(server: LiveServer, name: str, **labels: str) -> float:
 
 
 def redis_hits(server: LiveServer) -> float:
-    return metric(server, "livefeat_tier_keys_total", tier="redis", result="hit")
+    """Keys Redis has served so far; -1 if /metrics did not answer in time."""
+    try:
+        return metric(server, "livefeat_tier_keys_total", tier="redis", result="hit")
+    except httpx.TransportError:
+        return -1.0
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -562,6 +566,7 @@ def wait_recovered(
     probes); None if not within RECOVERY_BOUND_S."""
     rng = random.Random(99)
     hits = redis_hits(server) if need_redis else 0.0
+    hits = hits if hits >= 0 else float("inf")
     with httpx.Client(base_url=server.url, timeout=READ_DEADLINE_S) as client:
         while time.monotonic() - since < RECOVERY_BOUND_S:
             user, rooms = oracle.request(rng, 20)
@@ -583,7 +588,7 @@ def wait_recovered(
                 now_hits = redis_hits(server) if need_redis else 1.0
                 if found and now_hits > hits and not oracle.check_http_bundle(user, rooms, body):
                     return round(time.monotonic() - since, 3)
-                hits = now_hits
+                hits = now_hits if now_hits >= 0 else float("inf")
             time.sleep(0.05)
     return None
 
@@ -676,14 +681,22 @@ def run_fault(
             end_fault()
         t1 = time.monotonic()
         recovered_s = wait_recovered(server, oracle, t1, need_redis)
+        while live.writes.attempted and time.monotonic() - t1 < RECOVERY_BOUND_S:
+            if any(s.outcome == "ok" for s in live.window(t1, time.monotonic(), ["push"])):
+                break  # pushes are acknowledged again
+            time.sleep(0.1)
         t2 = time.monotonic()
         time.sleep(0.5)
         live.stop()
     write_problems = live.final_write_check() if live.writes.attempted else []
     end = time.monotonic()
+    acks_after = [
+        s.start + s.latency - t1 for s in live.window(t1, end, ["push"]) if s.outcome == "ok"
+    ]
     figures: dict[str, Any] = {
         "fault_s": round(t1 - t0, 3),
         "recovery_s": recovered_s,
+        "push_recovery_s": round(max(0.0, min(acks_after)), 3) if acks_after else None,
         "reads": {
             "baseline": summarize(live.window(0, t0)),
             "fault": summarize(live.window(t0, t1)),
@@ -716,5 +729,7 @@ def run_fault(
         k: v for k, v in figures["pushes"]["errors"].items() if k in UNDEFINED or k == "http_500"
     }
     assert not broken, f"answers that are not a defined outcome: {broken} {live.examples}"
-    assert recovered_s is not None, f"not recovered within {RECOVERY_BOUND_S} s"
+    assert recovered_s is not None, f"reads not recovered within {RECOVERY_BOUND_S} s"
+    if live.writes.attempted[attempted_before:]:
+        assert acks_after, "no push acknowledged after the fault ended"
     return figures
