@@ -14,7 +14,7 @@ RULES := deploy/prometheus/livefeat-rules.yaml
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || echo $(VERSION))
 
-.PHONY: install proto run demo serve test lint bench bench-quick loadtest clean deploy-check deploy-rules image
+.PHONY: install proto run demo serve test lint faults bench bench-quick loadtest clean deploy-check deploy-rules image
 
 # The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
@@ -42,9 +42,13 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check service tests loadtest hatch_build.py
 	$(BIN)/mypy service
 
-test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers)
+test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers; the fault suite's short form)
 	scripts/system-deps.sh redis
 	$(BIN)/pytest --durations=25
+
+faults: install ## the fault suite, long forms (docs/reliability.md): build/faults/results.json, ~6 min
+	scripts/system-deps.sh redis
+	LIVEFEAT_FAULTS=full $(BIN)/pytest -m faults tests/faults --durations=0
 
 bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}
 	scripts/system-deps.sh redis

@@ -422,7 +422,8 @@ class Traffic:
             return {}
         if r.status_code != 200:
             return {}
-        return {row["id"]: (row["status"], row["features"]) for row in r.json()["rows"]}
+        rows = r.json()["rows"]
+        return {row["id"]: (row["status"]["room_stats"], row["features"]) for row in rows}
 
     def final_write_check(self) -> list[str]:
         """After recovery: every acknowledged write is there, no batch is half there."""
