@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import LIVEFEAT, livefeat_env
-from tests.faults.harness import VIEWS, FaultServer, Oracle, record, run_fault
+from tests.faults.harness import FULL, VIEWS, FaultServer, Oracle, record, run_fault
 from tests.faults.push_client import batch_values
 from tests.support.redis_proc import RedisServer
 
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.process]
 ROWS = 200
 FIRST = 1_000_000
 LOAD_FIRST = 2_000_000
-LOAD_ROWS = 100_000
+LOAD_ROWS = 100_000 if FULL else 20_000
 LOAD_MESSAGE_ROWS = 1_000
 
 

@@ -27,7 +27,7 @@ from tests.support.redis_proc import RedisServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.process]
 
-STEPS = (1, 2, 4, 8, 16) if FULL else (1, 4, 16)
+STEPS = (1, 2, 4, 8, 16) if FULL else (1, 4)
 STEP_S = 3.0 if FULL else 1.0
 OVERLOAD_S = 30.0 if FULL else 5.0
 DEFINED = {"OK", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}

@@ -59,7 +59,7 @@ class FaultProxy:
         if not started.wait(10):
             raise RuntimeError("the fault proxy did not start")
         assert self._server is not None
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port: int = int(self._server.sockets[0].getsockname()[1])
 
     def __repr__(self) -> str:
         return f"<FaultProxy :{self.port} -> {self.upstream[1]} {self.mode}>"
@@ -130,6 +130,10 @@ class FaultProxy:
         return 0.0
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # close(): reset already
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counts["accepted"] += 1
         if self.mode == "reset":
             self.counts["reset"] += 1
