@@ -87,7 +87,7 @@ def scenario(name: str, s: Mapping[str, Any]) -> list[str]:
         f"{pushes['acknowledged_lost_or_half']}; recovery {_n(s['recovery_s'])} s (reads), "
         f"{_n(s.get('push_recovery_s'))} s (pushes).",
     ]
-    known = {"form", "fault_s", "recovery_s", "push_recovery_s", "reads", "pushes",
+    known = {"form", "git", "utc", "fault_s", "recovery_s", "push_recovery_s", "reads", "pushes",
              "wrong_values", "error_examples", "server_log"}  # fmt: skip
     extra = {k: v for k, v in s.items() if k not in known}
     if extra:

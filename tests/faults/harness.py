@@ -162,7 +162,8 @@ def log_errors(server: LiveServer, skip: int = 0) -> dict[str, Any]:
 
 def record(name: str, figures: dict[str, Any]) -> None:
     """Keep a scenario's figures for the results file (written at the session's end)."""
-    RESULTS[name] = {"form": "full" if FULL else "short", **figures}
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    RESULTS[name] = {"form": "full" if FULL else "short", "git": git_hash(), "utc": when, **figures}
 
 
 def write_results() -> None:
