@@ -258,6 +258,7 @@ def run_fault(
             "refused_with_json": len(live.writes.refused) - refused_before,
             "refused_but_written": len(writes.refused_written) - refused_written_before,
             "acknowledged_lost_or_half": len(write_problems),
+            "reads_went_back_in_time": live.went_back,
         },
         "wrong_values": len(live.problems()),
         "error_examples": dict(sorted(live.examples.items())),

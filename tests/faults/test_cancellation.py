@@ -27,7 +27,7 @@ from tests.support.fault_proxy import FaultProxy
 pytestmark = [pytest.mark.faults, pytest.mark.process]
 
 STORM_S = 10.0 if FULL else 1.0
-PER_WAVE = 100 if FULL else 50  # gRPC calls and HTTP hang-ups per wave, all at once
+PER_WAVE = 100 if FULL else 30  # gRPC calls and HTTP hang-ups per wave, all at once
 
 
 async def _grpc_wave(client: AsyncLivefeatClient, oracle: Oracle, seen: Counter[str]) -> None:

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.process]
 ROWS = 200
 FIRST = 1_000_000
 LOAD_FIRST = 2_000_000
-LOAD_ROWS = 100_000 if FULL else 20_000
+LOAD_ROWS = 100_000 if FULL else 10_000
 LOAD_MESSAGE_ROWS = 1_000
 
 

@@ -132,3 +132,25 @@ def test_redis_maxmemory_noeviction(
         HOLD_S * 2,
         extra=lambda: {"junk_keys_to_oom": junk.get("keys")},
     )
+
+
+def test_l1_on_redis_jitter(
+    fault_server: Callable[..., FaultServer], redis_proxy: FaultProxy, oracle: Oracle
+) -> None:
+    """Scenario 1 again with the default L1 (500,000 rows, 5 s): Redis answers late and
+    out of step (jitter 0-200 ms) while the writer pushes and its rooms are read at once;
+    an old value put back in L1 by a read racing a push shows as a stale read."""
+    server = fault_server(
+        "--redis-url",
+        f"redis://127.0.0.1:{redis_proxy.port}/0",
+        env={"LIVEFEAT_L1_MAX_ROWS": "500000"},
+    )
+    run_fault(
+        "l1_on_proxy_jitter",
+        server,
+        oracle,
+        lambda: redis_proxy.set("jitter", delay_ms=0, jitter_ms=200),
+        lambda: redis_proxy.set("pass"),
+        HOLD_S * 2,
+        extra=lambda: {"proxy": dict(redis_proxy.counts), "l1_max_rows": 500_000},
+    )

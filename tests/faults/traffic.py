@@ -90,7 +90,12 @@ class Traffic:
         ]
         if writer:
             self.threads.append(threading.Thread(target=self._guard, args=(self._write, 0)))
+            self.threads.append(
+                threading.Thread(target=self._guard, args=(self._read_written, 0), daemon=True)
+            )
         self.crashes: list[str] = []
+        self.went_back = 0
+        """Reads of the writer's rooms that served an older seq than an earlier read did."""
         self.examples: dict[str, str] = {}
         """outcome -> the first answer body seen with it (error kinds, for the report)."""
 
@@ -197,6 +202,7 @@ class Traffic:
                 )
                 if r.status_code == 200:
                     self.writes.acked.append(seq)
+                    self.writes.acked_at.append((time.monotonic(), seq))
                     # Read your write: nothing older than the acknowledged seq may be served.
                     sample.problems = self.writes.check(self._served(client), after_ack=True)
                 elif not _json_error_body(r):
@@ -209,6 +215,40 @@ class Traffic:
                         self.writes.refused_written.append(seq)
                 self._add(sample, r.text)
                 time.sleep(0.05)
+
+    def _read_written(self, _: int) -> None:
+        """Read the writer's rooms over and over: a read that starts after a push was
+        acknowledged must not serve anything older (nor a row mixing two pushes)."""
+        newest_seen = 0  # the newest seq a completed read of this loop served
+        with httpx.Client(base_url=self.server.url, timeout=READ_DEADLINE_S) as client:
+            while not self.stopping.is_set():
+                acked = self.writes.acked_at
+                required = acked[-1][1] if acked else 0  # acknowledged before this read
+                start = time.monotonic()
+                payload = {"view": "room_stats", "ids": WRITER_ROOMS}
+                try:
+                    r = client.post("/v1/features", json=payload)
+                except httpx.TimeoutException:
+                    self._add(Sample("features", start, time.monotonic() - start, "timeout"))
+                    continue
+                except httpx.TransportError:
+                    self._add(Sample("features", start, time.monotonic() - start, "conn_error"))
+                    time.sleep(0.05)
+                    continue
+                outcome = outcome_of_http(r.status_code)
+                sample = Sample("features", start, time.monotonic() - start, outcome)
+                if r.status_code == 200:
+                    rows = r.json()["rows"]
+                    sample.statuses.update(row["status"]["room_stats"] for row in rows)
+                    sample.problems = self.writes.check_read(rows, required)
+                    seqs = [seq_of(row["features"]) or 0 for row in rows]
+                    if any(0 < q < newest_seen for q in seqs):
+                        self.went_back += 1  # allowed (not acknowledged), but worth a figure
+                    newest_seen = max([newest_seen, *seqs])
+                elif not _json_error_body(r):
+                    sample.problems = [f"HTTP {r.status_code} without a JSON error body"]
+                self._add(sample, r.text)
+                time.sleep(self.pause_s)
 
     def _served(self, client: httpx.Client) -> dict[int, tuple[str, dict[str, Any]]]:
         try:
@@ -230,7 +270,9 @@ class Traffic:
 
     # ---- figures
 
-    def window(self, t0: float, t1: float, kinds: Iterable[str] = ("http", "grpc")) -> list[Sample]:
+    def window(
+        self, t0: float, t1: float, kinds: Iterable[str] = ("http", "grpc", "features")
+    ) -> list[Sample]:
         kinds = set(kinds)
         with self.lock:
             return [s for s in self.samples if s.kind in kinds and t0 <= s.start < t1]
@@ -273,6 +315,8 @@ class WriteLog:
     """
 
     base_ms: int = field(default_factory=now_ms)
+    acked_at: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time the acknowledgement arrived, seq), in order."""
     refused_written: list[int] = field(default_factory=list)
     """Refused seqs served right after their refusal: written (to some tier) although refused."""
     refused_served: list[int] = field(default_factory=list)
@@ -280,6 +324,30 @@ class WriteLog:
     attempted: list[int] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
     refused: list[int] = field(default_factory=list)
+
+    def check_read(self, rows: list[dict[str, Any]], required: int) -> list[str]:
+        """Problems of one read of the writer's rooms that started after seq `required`
+        was acknowledged: nothing older, nothing never pushed, no row mixing pushes."""
+        attempted = set(self.attempted)
+        out = []
+        for row in rows:
+            status = row["status"]["room_stats"]
+            if status == "UNAVAILABLE":
+                continue  # defaults, allowed during a fault
+            if status == "DEFAULTED":
+                if required:
+                    out.append(f"room {row['id']}: DEFAULTED after seq {required} was acknowledged")
+                continue
+            seq = seq_of(row["features"])
+            if seq is None:
+                out.append(f"room {row['id']}: a row mixing pushes: {row['features']}")
+            elif seq < required:
+                out.append(
+                    f"room {row['id']}: stale: seq {seq} read after seq {required} was acknowledged"
+                )
+            elif seq not in attempted:
+                out.append(f"room {row['id']}: seq {seq} never pushed")
+        return out
 
     def check(self, served: dict[int, tuple[str, dict[str, Any]]], after_ack: bool) -> list[str]:
         """Problems of the writer's rooms as served now.
