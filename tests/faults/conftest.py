@@ -43,10 +43,17 @@ def fault_server(demo_template: Path, tmp_path: Path) -> Iterator[Callable[..., 
     ) -> FaultServer:
         if data_dir is None:
             data_dir = copy_data_dir(demo_template, tmp_path / f"data{len(started)}")
-        server = FaultServer(data_dir, tmp_path / "logs", extra_args, env)
-        started.append(server)
-        server.wait_ready()
-        return server
+        for attempt in range(3):
+            server = FaultServer(data_dir, tmp_path / "logs", extra_args, env)
+            started.append(server)
+            try:
+                server.wait_ready()
+                return server
+            except pytest.fail.Exception:
+                # A port picked free was taken meanwhile (by another test run): try others.
+                if attempt == 2 or "address already in use" not in server.stderr():
+                    raise
+        raise AssertionError("unreachable")
 
     yield start
     for server in started:

@@ -68,6 +68,8 @@ class FaultServer(LiveServer):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
+        while self.grpc_port == self.port:  # free_port() may give the same port twice
+            self.grpc_port = free_port()
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = log_dir / f"serve-{self.port}.out"
