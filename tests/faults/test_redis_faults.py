@@ -29,7 +29,7 @@ PROXY_FAULTS: list[tuple[str, dict[str, float]]] = [
     ("blackhole", {}),
     ("reset", {}),
 ]
-SHORT_PROXY_FAULTS = {"latency_delay_ms150", "blackhole", "reset"}
+SHORT_PROXY_FAULTS = {"blackhole", "reset"}
 """The short form (make test) runs these modes only."""
 
 
@@ -151,6 +151,6 @@ def test_l1_on_redis_jitter(
         oracle,
         lambda: redis_proxy.set("jitter", delay_ms=0, jitter_ms=200),
         lambda: redis_proxy.set("pass"),
-        HOLD_S * 2,
+        HOLD_S * 2 if FULL else HOLD_S,
         extra=lambda: {"proxy": dict(redis_proxy.counts), "l1_max_rows": 500_000},
     )
