@@ -27,6 +27,7 @@ PROXY_FAULTS: list[tuple[str, dict[str, float]]] = [
     ("latency", {"delay_ms": 150}),  # over it: reads fail over to RocksDB
     ("jitter", {"delay_ms": 0, "jitter_ms": 200}),
     ("blackhole", {}),
+    ("drop", {}),
     ("reset", {}),
 ]
 SHORT_PROXY_FAULTS = {"blackhole", "reset"}

@@ -3,15 +3,18 @@
     proxy = FaultProxy(upstream_port=redis.port)   # listens on 127.0.0.1:proxy.port
     proxy.set("latency", delay_ms=150)             # every byte delivered 150 ms late
     proxy.set("jitter", delay_ms=20, jitter_ms=200)
-    proxy.set("blackhole")                         # accept, read, never forward (both ways)
+    proxy.set("blackhole")                         # accept, read, forward nothing (both ways)
+    proxy.set("drop")                              # the same, and what was read is lost
     proxy.set("reset")                             # RST every open and new connection
     proxy.set("pass")
     proxy.close()
 
 It runs its own asyncio loop in a daemon thread, so a synchronous test drives it.
-Modes apply to open connections at once (a switch to "reset" resets them all; bytes
-that arrive while in "blackhole" are dropped for good, as on a dead link) and to new
-ones. Delayed bytes keep their order: each chunk is delivered at max(now + delay,
+Modes apply to open connections at once (a switch to "reset" resets them all) and to
+new ones. "blackhole" is a network partition: nothing gets through, and, as TCP
+retransmits, what was sent meanwhile arrives once it ends. "drop" loses those bytes
+for good without closing anything, which TCP itself never does (a broken middlebox
+does): a client must notice a silent link by itself. Delayed bytes keep their order: each chunk is delivered at max(now + delay,
 the previous chunk's time).
 """
 
@@ -27,7 +30,7 @@ import time
 from collections import Counter
 from typing import Any
 
-MODES = ("pass", "latency", "jitter", "blackhole", "reset")
+MODES = ("pass", "latency", "jitter", "blackhole", "drop", "reset")
 CHUNK = 64 * 1024
 
 
@@ -168,7 +171,9 @@ class FaultProxy:
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if self.mode == "blackhole":
+                while self.mode == "blackhole":  # a partition: held, delivered once healed
+                    await asyncio.sleep(0.005)
+                if self.mode == "drop":
                     self.counts["dropped_chunks"] += 1
                     continue
                 dst.write(data)
@@ -183,9 +188,11 @@ class FaultProxy:
                 if not data:
                     queue.put_nowait((0.0, b""))
                     break
-                if self.mode == "blackhole":
+                if self.mode == "drop":
                     self.counts["dropped_chunks"] += 1
                     continue
+                if self.mode == "blackhole":
+                    self.counts["held_chunks"] += 1
                 last_due = max(time.monotonic() + self._delay_s(), last_due)
                 queue.put_nowait((last_due, data))
             await sender
