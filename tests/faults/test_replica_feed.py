@@ -31,7 +31,7 @@ VIEW = "user_room_affinity"
 USER = 1
 FIRST_ROOM = 700_001
 BOUND_S = 30.0 if FULL else 10.0
-MODES = ["blackhole", "drop", "reset"] if FULL else ["drop", "reset"]
+MODES = ["blackhole", "drop", "reset"] if FULL else ["drop"]
 
 
 def push_pair(server: FaultServer, room: int, event_time_ms: int) -> None:
