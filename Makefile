@@ -46,7 +46,7 @@ test: lint deploy-check ## every check and the whole test suite (starts its own 
 	scripts/system-deps.sh redis
 	$(BIN)/pytest --durations=25
 
-faults: install ## the fault suite, long forms (docs/reliability.md): build/faults/results.json, ~6 min
+faults: install ## the fault suite, long forms (docs/reliability.md): build/faults/results.json, ~8 min
 	scripts/system-deps.sh redis
 	LIVEFEAT_FAULTS=full $(BIN)/pytest -m faults tests/faults --durations=0
 
