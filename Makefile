@@ -14,7 +14,7 @@ RULES := deploy/prometheus/livefeat-rules.yaml
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || echo $(VERSION))
 
-.PHONY: install proto run demo serve test lint bench bench-quick loadtest clean deploy-check deploy-rules image pipeline
+.PHONY: install proto run demo serve test lint faults bench bench-quick loadtest clean deploy-check deploy-rules image pipeline
 
 # The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
@@ -42,7 +42,7 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check service tests loadtest hatch_build.py
 	$(BIN)/mypy service
 
-test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers, a headless chromium, Spark)
+test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers, a headless chromium, Spark; the fault suite's short form)
 	scripts/system-deps.sh redis chromium java
 	$(BIN)/pytest --durations=25
 
@@ -60,6 +60,10 @@ pipeline: install ## events -> Spark feature jobs (local[*]) -> load -> serve, i
 	  $(BIN)/livefeat load $$view $(PIPELINE_DIR)/features/$$view.parquet --data-dir $(PIPELINE_DIR)/serve || exit 1; done)
 	$(BIN)/livefeat serve --data-dir $(PIPELINE_DIR)/serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 	  $(if $(REDIS_URL),--redis-url $(REDIS_URL))
+
+faults: install ## the fault suite, long forms (docs/reliability.md): build/faults/results.json, ~8 min
+	scripts/system-deps.sh redis
+	LIVEFEAT_FAULTS=full $(BIN)/pytest -m faults tests/faults --durations=0
 
 bench-quick: demo ## benchmark smoke test, under a minute: loadtest/results/bench-quick.{json,png}
 	scripts/system-deps.sh redis
