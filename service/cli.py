@@ -190,7 +190,10 @@ def _consume(settings: Settings, topics: list[str], views: list[str]) -> None:
 
 def _serve(settings: Settings, args: argparse.Namespace, argv: list[str]) -> int:
     """One process, a worker of a supervisor, or the supervisor of N workers."""
+    from service.served_log import check_served_log
     from service.workers.cpus import available_cpus
+
+    check_served_log(settings.kafka, settings.log_served_topic)  # before any worker starts
 
     workers = settings.workers or available_cpus()
     if args.worker_index is not None:

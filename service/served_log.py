@@ -250,14 +250,20 @@ class KafkaSink:
 def open_served_log(
     kafka: str | None, topic: str | None, directory: Path | None, fraction: float, queue: int
 ) -> ServedLog:
-    """The served log the settings ask for (DISABLED-like when no sink is configured)."""
+    """The served log the settings ask for (DISABLED-like when no sink is configured).
+    Raises LivefeatError (check_served_log)."""
+    check_served_log(kafka, topic)
     sinks: list[Sink] = []
-    if topic:
-        if not kafka:
-            from service.errors import LivefeatError
-
-            raise LivefeatError("--log-served-topic needs --kafka HOST:PORT")
+    if topic and kafka:
         sinks.append(KafkaSink(kafka, topic))
     if directory is not None:
         sinks.append(FileSink(directory))
     return ServedLog(sinks, fraction, queue)
+
+
+def check_served_log(kafka: str | None, topic: str | None) -> None:
+    """Refuse a served-log topic without brokers (before any process starts)."""
+    if topic and not kafka:
+        from service.errors import LivefeatError
+
+        raise LivefeatError("--log-served-topic needs --kafka HOST:PORT")

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
 from service import metrics
 from service.core.admission import Admission, Overloaded
@@ -52,7 +53,12 @@ class MalformedBody(InvalidArgument):
     """The body is not a JSON object."""
 
 
+class ClientGone(LivefeatError):
+    """The client hung up before its request body arrived: nobody reads the answer."""
+
+
 STATUS_OF[MalformedBody] = 400
+STATUS_OF[ClientGone] = 499  # nginx's "client closed request": not a server error
 STATUS_OF[BadHeader] = 400
 _DEBUG_ID = re.compile(r"[0-9]{1,19}(:[0-9]{1,19})?")  # ASCII digits only: int() takes others
 
@@ -77,7 +83,10 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge("body", f"{declared} bytes, at most {limit}")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection before its body arrived") from None
     if len(raw) > limit:
         raise TooLarge("body", f"{len(raw)} bytes, at most {limit}")
     try:

@@ -220,6 +220,13 @@ class FeedListener(Protocol):
         """The subscription is gone: notifications are being missed from now on."""
 
 
+# Each replica hears itself on its own channel this often; SILENCE_S without a message
+# (its heartbeat included) and the subscription is given up and started again.
+HEARTBEAT = b"hb"
+HEARTBEAT_S = 1.0
+SILENCE_S = 3.0
+
+
 class ChangeFeed:
     """Subscribes to `channel` and hands other replicas' messages to `listener`; answers
     barriers, and with `acks`, hears the acks of this replica's own barriers."""
@@ -272,6 +279,7 @@ class ChangeFeed:
                 if self._acks is not None:
                     self._acks.enabled = False
                 if self.connected.is_set():
+                    backoff_s = 0.05  # it was up: the next try is quick again
                     self._listener.lost()
                 self.connected.clear()
                 self._gauge.set(0)
@@ -282,31 +290,52 @@ class ChangeFeed:
 
     async def _listen(self, client: aredis.Redis) -> None:
         pubsub = client.pubsub()
+        beat = asyncio.get_running_loop().create_task(self._heartbeat())
         try:
-            channels = [self.channel] if self._acks is None else [self.channel, self._ack_channel]
-            await pubsub.subscribe(*channels)
-            async for message in pubsub.listen():
-                kind, channel = message["type"], message["channel"]
-                if kind == "subscribe" and channel == self.channel:
-                    # Whatever was published while we were away is lost.
-                    self.subscriptions += 1
-                    self.connected.set()
-                    self._gauge.set(1)
-                    self._listener.resync()
-                    log.info("change feed subscribed; L1 cleared")
-                elif kind == "subscribe" and self._acks is not None:
-                    self._acks.enabled = True
-                elif kind == "message" and channel == self.channel:
-                    await self._apply(message["data"])
-                elif kind == "message" and self._acks is not None:
-                    self._acks.ack(int(message["data"]))
-                    # Let requests run between messages (redis-py hands over messages
-                    # already buffered without yielding): a load's flood of them would
-                    # otherwise hold the loop for as long as the backlog lasts.
-                    await asyncio.sleep(0)
+            await pubsub.subscribe(self.channel, self._ack_channel)
+            loop = asyncio.get_running_loop()
+            heard = loop.time()
+            while True:
+                message = await pubsub.get_message(timeout=HEARTBEAT_S)
+                if message is None:
+                    # Our own heartbeat comes back through this connection every
+                    # HEARTBEAT_S: silence means the link is dead even if no socket
+                    # says so (packets dropped), and notifications are being missed.
+                    if loop.time() - heard > SILENCE_S:
+                        raise TierUnavailable("change_feed", f"nothing heard for {SILENCE_S} s")
+                    continue
+                heard = loop.time()
+                await self._handle(message)
         finally:
+            beat.cancel()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind, channel, data = message["type"], message["channel"], message["data"]
+        if kind == "subscribe" and channel == self.channel:
+            # Whatever was published while we were away is lost.
+            self.subscriptions += 1
+            self.connected.set()
+            self._gauge.set(1)
+            self._listener.resync()
+            log.info("change feed subscribed; L1 cleared")
+        elif kind == "subscribe" and self._acks is not None:
+            self._acks.enabled = True
+        elif kind == "message" and channel == self.channel:
+            await self._apply(data)
+            # Let requests run between messages (redis-py hands over messages already
+            # buffered without yielding): a load's flood of them would otherwise hold
+            # the loop for as long as the backlog lasts.
+            await asyncio.sleep(0)
+        elif kind == "message" and data != HEARTBEAT and self._acks is not None:
+            self._acks.ack(int(data))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a dead link shows as silence instead
+                await self._acker.publish(self._ack_channel, HEARTBEAT)
+            await asyncio.sleep(HEARTBEAT_S)
 
     async def _apply(self, data: Any) -> None:
         try:

@@ -17,10 +17,14 @@ when nothing is new, 0.9 ms after one synced write, 1.0 ms after ten (p99 7-10 m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rocksdict import (
     AccessType,
@@ -36,6 +40,46 @@ from rocksdict import (
 
 from service.errors import DataDirBusy, TierUnavailable
 from service.stored import event_time_of
+
+# After a failed write (service/store/rocks.py RocksTier._reopen).
+REOPEN_AFTER_S = 1.0
+REOPEN_FREE_BYTES = 1 << 20
+
+
+class _Gate:
+    """Reads share the database; a reopen has it alone (no read may use a closed handle)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._exclusive = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class RocksTier:
@@ -66,6 +110,9 @@ class RocksTier:
         self._catch_up_lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rocksdb")
         self._write_lock = threading.Lock()
+        self._gate = _Gate()
+        self._block_cache_mb = block_cache_mb
+        self._failed_at: float | None = None  # a write failed (disk full?): reopen first
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
         self._closed = False
@@ -82,7 +129,11 @@ class RocksTier:
         """Multi-get on the calling thread (for tools that own the data dir)."""
         if self._closed:
             raise TierUnavailable(self.name, "closed")
-        return list(self._db.get(keys))  # type: ignore[arg-type]
+        with self._gate.shared():
+            try:
+                return list(self._db.get(keys))  # type: ignore[arg-type]
+            except Exception as exc:  # rocksdict raises a bare Exception
+                raise TierUnavailable(self.name, f"get: {exc}") from exc
 
     async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         """Newest-event-wins batch write, atomic (one WriteBatch), on the thread pool."""
@@ -105,6 +156,19 @@ class RocksTier:
             keys = [items[i][0] for i in order]
         written = [False] * len(items)
         with self._write_lock:
+            if self._failed_at is not None:
+                self._reopen()
+            try:
+                self._write(items, keys, order, written)
+            except Exception as exc:  # rocksdict raises a bare Exception (ENOSPC, EIO)
+                self._failed_at = time.monotonic()
+                raise TierUnavailable(self.name, f"write: {exc}") from exc
+        return written
+
+    def _write(
+        self, items: list[tuple[bytes, bytes]], keys: list[bytes], order: Any, written: list[bool]
+    ) -> None:
+        with self._gate.shared():
             stored: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
             batch = WriteBatch(raw_mode=True)
             put = batch.put
@@ -115,7 +179,26 @@ class RocksTier:
                     written[i] = True
             if not batch.is_empty():
                 self._db.write(batch, self._write_opts)
-        return written
+
+    def _reopen(self) -> None:
+        """After a failed write, RocksDB refuses every write until reopened (it keeps its
+        background error; rocksdict has no Resume): close and open again, with no read
+        in flight, at most once a second, and only once the disk has room again."""
+        assert self._failed_at is not None
+        if time.monotonic() - self._failed_at < REOPEN_AFTER_S:
+            raise TierUnavailable(self.name, "writes failed; reopening after the disk has room")
+        if shutil.disk_usage(self.path).free < REOPEN_FREE_BYTES:
+            self._failed_at = time.monotonic()
+            raise TierUnavailable(self.name, "writes failed: the disk is still full")
+        with self._gate.exclusive():
+            with contextlib.suppress(Exception):
+                self._db.close()
+            try:
+                self._db = _open(self.path, self._block_cache_mb)
+            except Exception as exc:
+                self._failed_at = time.monotonic()
+                raise TierUnavailable(self.name, f"reopen: {exc}") from exc
+        self._failed_at = None
 
     async def scan_keys(self, prefix: bytes, batch: int = 20_000) -> AsyncIterator[list[bytes]]:
         """Keys starting with `prefix`, `batch` at a time, read on the tier's threads."""

@@ -8,7 +8,6 @@ the new value, and before `put_many` returns.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -58,16 +57,19 @@ class Writer:
         """Write to every durable tier; returns, aligned, whether each item was newer than
         what some tier held. Other replicas get the written keys, with their values (for
         their RocksDB) unless `notify_values` is False (bulk loads). Raises TierError if a
-        tier fails (the others may hold the write: sending it again is harmless)."""
-        try:  # every tier at once: RocksDB on its threads, Redis on the socket
-            results = await asyncio.gather(
-                *(t.put_many(items) for t in self.tiers), return_exceptions=True
-            )
+        tier fails.
+
+        Tiers are written in read order, the shared one (Redis) first, and a failure stops
+        there: a write Redis refused is not left in this replica's RocksDB, where it would
+        be served while Redis is away and then vanish (reads going back in time). If
+        RocksDB fails after Redis took the write, Redis keeps it; sending it again is
+        harmless (newest event wins)."""
+        results: list[list[bool]] = []
+        try:
+            for tier in self.tiers:
+                results.append(await tier.put_many(items))
         finally:
             self._reads.invalidate([k for k, _ in items])
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
         written = [any(flags) for flags in zip(*results, strict=True)]  # type: ignore[call-overload]
         if self._presence is not None:
             self._presence.add(k for (k, _), w in zip(items, written, strict=True) if w)
