@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from service._gen.livefeat.v1 import livefeat_pb2 as pb
 
+from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service.workload import ZIPF_S, RequestGenerator
 
 __all__ = [

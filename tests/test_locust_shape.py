@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from service._gen.livefeat.v1 import livefeat_pb2 as pb
 
 from loadtest import locust_plan as plan
 from loadtest import run_locust
+from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service.settings import DEMO_REGISTRY
 
 

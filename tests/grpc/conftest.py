@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 
+from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 from service.client import LivefeatClient
 from tests.conftest import LiveServer
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
 

@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from service._gen.livefeat.v1 import livefeat_pb2 as pb
 
+from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service.client import LivefeatClient
 from service.workload import WorkloadSpec, write_parquet
 from tests.conftest import LIVEFEAT, LiveServer, livefeat_env

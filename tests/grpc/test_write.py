@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
-
 from service.client import LivefeatClient, push_request
 
 pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it

@@ -11,9 +11,9 @@ import grpc
 import httpx
 import orjson
 import pytest
+
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service._gen.livefeat.v1 import livefeat_pb2_grpc as pb_grpc
-
 from tests.kafka.conftest import read_topic
 from tests.support.kafka_proc import KafkaBroker
 
