@@ -220,11 +220,33 @@ class FeedListener(Protocol):
         """The subscription is gone: notifications are being missed from now on."""
 
 
-# Each replica hears itself on its own channel this often; SILENCE_S without a message
-# (its heartbeat included) and the subscription is given up and started again.
-HEARTBEAT = b"hb"
+# Each replica hears itself on its own channel this often; a heartbeat not back within
+# SILENCE_S (or overtaken by a later one) and the subscription is started again.
+HEARTBEAT = b"hb:"
 HEARTBEAT_S = 1.0
-SILENCE_S = 3.0
+SILENCE_S = 2.5
+
+
+class _Beats:
+    """The heartbeats one subscription sent and has not heard back yet."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._last_heard = 0
+        self._out: dict[int, float] = {}  # seq -> when sent (the loop's clock)
+
+    def sent(self, now: float) -> int:
+        self._seq += 1
+        self._out[self._seq] = now
+        return self._seq
+
+    def heard(self, seq: int) -> None:
+        self._out.pop(seq, None)
+        self._last_heard = max(self._last_heard, seq)
+
+    def lost(self, now: float) -> list[int]:
+        """Heartbeats overdue, or overtaken by a later one (delivery is in order)."""
+        return [s for s, t in self._out.items() if s < self._last_heard or now - t > SILENCE_S]
 
 
 class ChangeFeed:
@@ -290,28 +312,27 @@ class ChangeFeed:
 
     async def _listen(self, client: aredis.Redis) -> None:
         pubsub = client.pubsub()
-        beat = asyncio.get_running_loop().create_task(self._heartbeat())
+        beats = _Beats()
+        beat = asyncio.get_running_loop().create_task(self._heartbeat(beats))
         try:
             await pubsub.subscribe(self.channel, self._ack_channel)
-            loop = asyncio.get_running_loop()
-            heard = loop.time()
             while True:
                 message = await pubsub.get_message(timeout=HEARTBEAT_S)
-                if message is None:
-                    # Our own heartbeat comes back through this connection every
-                    # HEARTBEAT_S: silence means the link is dead even if no socket
-                    # says so (packets dropped), and notifications are being missed.
-                    if loop.time() - heard > SILENCE_S:
-                        raise TierUnavailable("change_feed", f"nothing heard for {SILENCE_S} s")
-                    continue
-                heard = loop.time()
-                await self._handle(message)
+                if message is not None:
+                    await self._handle(message, beats)
+                # Our own numbered heartbeats come back through this connection, in
+                # order with every notification: one that never comes back, or comes
+                # after a later one, means the link lost bytes (it may look healthy,
+                # sockets open), and notifications with them.
+                lost = beats.lost(asyncio.get_running_loop().time())
+                if lost:
+                    raise TierUnavailable("change_feed", f"heartbeats lost on the link: {lost}")
         finally:
             beat.cancel()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    async def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(self, message: dict[str, Any], beats: _Beats) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]
         if kind == "subscribe" and channel == self.channel:
             # Whatever was published while we were away is lost.
@@ -328,13 +349,17 @@ class ChangeFeed:
             # buffered without yielding): a load's flood of them would otherwise hold
             # the loop for as long as the backlog lasts.
             await asyncio.sleep(0)
-        elif kind == "message" and data != HEARTBEAT and self._acks is not None:
+        elif kind == "message" and data.startswith(HEARTBEAT):
+            beats.heard(int(data[len(HEARTBEAT) :]))
+        elif kind == "message" and self._acks is not None:
             self._acks.ack(int(data))
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, beats: _Beats) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(Exception):  # a dead link shows as silence instead
-                await self._acker.publish(self._ack_channel, HEARTBEAT)
+            seq = beats.sent(loop.time())
+            with contextlib.suppress(Exception):  # a lost heartbeat is noticed as lost
+                await self._acker.publish(self._ack_channel, HEARTBEAT + b"%d" % seq)
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _apply(self, data: Any) -> None:
