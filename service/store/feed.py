@@ -224,7 +224,7 @@ class FeedListener(Protocol):
 # SILENCE_S (or overtaken by a later one) and the subscription is started again.
 HEARTBEAT = b"hb:"
 HEARTBEAT_S = 1.0
-SILENCE_S = 2.5
+SILENCE_S = 5.0
 
 
 class _Beats:
@@ -313,13 +313,16 @@ class ChangeFeed:
     async def _listen(self, client: aredis.Redis) -> None:
         pubsub = client.pubsub()
         beats = _Beats()
-        beat = asyncio.get_running_loop().create_task(self._heartbeat(beats))
+        beat: asyncio.Task[None] | None = None
         try:
             await pubsub.subscribe(self.channel, self._ack_channel)
             while True:
                 message = await pubsub.get_message(timeout=HEARTBEAT_S)
                 if message is not None:
                     await self._handle(message, beats)
+                    if beat is None and message["channel"] == self._ack_channel:
+                        # Subscribed to our own channel: heartbeats can come back now.
+                        beat = asyncio.get_running_loop().create_task(self._heartbeat(beats))
                 # Our own numbered heartbeats come back through this connection, in
                 # order with every notification: one that never comes back, or comes
                 # after a later one, means the link lost bytes (it may look healthy,
@@ -328,7 +331,8 @@ class ChangeFeed:
                 if lost:
                     raise TierUnavailable("change_feed", f"heartbeats lost on the link: {lost}")
         finally:
-            beat.cancel()
+            if beat is not None:
+                beat.cancel()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 

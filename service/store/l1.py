@@ -57,6 +57,7 @@ class L1Cache(Generic[V]):
         self._jitter_s = ttl_s * jitter
         self._refresh_s = ttl_s * refresh_fraction
         self._rng = rng
+        self.suspended = False  # while change notifications may be missed: no caching
         self._cache: cachebox.LRUCache = cachebox.LRUCache(max(max_rows, 1))
 
     def __repr__(self) -> str:
@@ -67,6 +68,8 @@ class L1Cache(Generic[V]):
 
     def get_many(self, keys: Sequence[bytes]) -> list[V | Any | None]:
         """Cached values aligned with `keys`: a value, None (cached absent) or MISS."""
+        if self.suspended:
+            return [MISS] * len(keys)
         now = self._clock()
         get = self._cache.get
         entries = [get(key) for key in keys]
@@ -75,7 +78,7 @@ class L1Cache(Generic[V]):
     def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> int:
         """Cache each (key, value); None caches "not stored". Returns how many rows
         were evicted to make room."""
-        if not self.max_rows:
+        if not self.max_rows or self.suspended:
             return 0
         expires_at = self._clock() + self.ttl_s
         jitter, rng = self._jitter_s, self._rng
@@ -107,3 +110,12 @@ class L1Cache(Generic[V]):
     def clear(self) -> None:
         """Drop everything."""
         self._cache.clear()
+
+    def suspend(self) -> None:
+        """Drop everything, and cache nothing until `resume` (every read goes below)."""
+        self.suspended = True
+        self._cache.clear()
+
+    def resume(self) -> None:
+        """Cache again (after `suspend`)."""
+        self.suspended = False

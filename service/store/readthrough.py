@@ -185,8 +185,16 @@ class ReadThrough(Generic[V]):
         self._coalescer.forget(keys)
 
     def clear(self) -> None:
-        """Anything may have been written (notifications were lost): forget everything."""
+        """Anything may have been written (notifications were lost): forget everything,
+        and cache again (after `suspend`)."""
         self.l1.clear()
+        self.l1.resume()
+        self._coalescer.forget_all()
+
+    def suspend(self) -> None:
+        """Notifications may be missed from now on: forget everything and cache nothing
+        (reads go to the tiers below) until `clear` after a resubscription."""
+        self.l1.suspend()
         self._coalescer.forget_all()
 
     async def close(self) -> None:

@@ -43,6 +43,9 @@ class FeedSink:
             self._presence.rebuild()
 
     def lost(self) -> None:
-        """Unsubscribed: keys written elsewhere may be missing from the presence filter."""
+        """Unsubscribed: what other replicas write is no longer heard. L1 could serve
+        older values and the presence filter could miss new pairs: neither is used until
+        the subscription is back (`resync`)."""
+        self._reads.suspend()
         if self._presence is not None:
             self._presence.distrust()
