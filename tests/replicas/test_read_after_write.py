@@ -18,7 +18,6 @@ and is left out.
 from __future__ import annotations
 
 import itertools
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import LiveServer
+from tests.replicas.support import replicas_of
 from tests.support.redis_proc import RedisServer
 
 pytestmark = pytest.mark.process
@@ -48,17 +48,10 @@ def replicas(
 ) -> Iterator[list[LiveServer]]:
     root = tmp_path_factory.mktemp("raw-replicas")
     redis = RedisServer(root / "redis")
-    out: list[LiveServer] = []
     try:
-        for name in ("a", "b", "c"):
-            data = shutil.copytree(demo_template, root / name)
-            out.append(LiveServer(data, root / "logs", ["--redis-url", redis.url]))
-        for server in out:
-            server.wait_ready()
-        yield out
+        with replicas_of(demo_template, root, redis.url) as out:
+            yield out
     finally:
-        for server in out:
-            server.stop()
         redis.stop()
 
 

@@ -7,7 +7,6 @@ of the small demo) and the same --redis-url.
 from __future__ import annotations
 
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer
+from tests.replicas.support import replicas_of
 from tests.support.redis_proc import RedisServer
 
 pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
@@ -59,18 +59,8 @@ def replicas(
     demo_template: Path, tmp_path_factory: pytest.TempPathFactory, shared_redis: RedisServer
 ) -> Iterator[list[LiveServer]]:
     """Three replicas for the module; the tests use rooms of their own."""
-    root = tmp_path_factory.mktemp("replicas")
-    out = []
-    try:
-        for name in ("a", "b", "c"):
-            data = shutil.copytree(demo_template, root / name)
-            out.append(LiveServer(data, root / "logs", ["--redis-url", shared_redis.url]))
-        for server in out:
-            server.wait_ready()
+    with replicas_of(demo_template, tmp_path_factory.mktemp("replicas"), shared_redis.url) as out:
         yield out
-    finally:
-        for server in out:
-            server.stop()
 
 
 def now_ms() -> int:
