@@ -1,7 +1,7 @@
 """Overload: does goodput hold past the knee? One `livefeat serve`, closed-loop clients.
 
     python -m loadtest.overload [--data-dir data/livefeat] [--transport http|grpc]
-        [--max-in-flight N...] [--refused-pause-ms MS] [--knee N] [--duration S]
+        [--max-in-flight N...] [--admission adaptive|fixed] [--refused-pause-ms MS] [--knee N] [--duration S]
         [--out loadtest/results/overload.json]
 
 1. With no bound (LIVEFEAT_MAX_IN_FLIGHT=0), concurrency 1, 2, 4, ... 32: the
@@ -57,8 +57,10 @@ def measure(server: Any, transport: str, requests: str, conc: int, args: Any) ->
     }
 
 
-def with_server(data_dir: Path, work: Path, max_in_flight: int, run: Any) -> Any:
-    env = {"LIVEFEAT_MAX_IN_FLIGHT": str(max_in_flight), "LIVEFEAT_LOG_LEVEL": "warning"}
+def with_server(data_dir: Path, work: Path, max_in_flight: int, run: Any,
+                admission: str = "fixed") -> Any:  # fmt: skip
+    env = {"LIVEFEAT_MAX_IN_FLIGHT": str(max_in_flight), "LIVEFEAT_ADMISSION": admission,
+           "LIVEFEAT_LOG_LEVEL": "warning"}  # fmt: skip
     server = livefeat_server(f"livefeat-{max_in_flight}", data_dir, work / "serve.log", None, env)
     server.start()
     try:
@@ -73,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path("data/livefeat"))
     p.add_argument("--transport", choices=sorted(CLIENT), default="http")
     p.add_argument("--max-in-flight", type=int, nargs="+", default=[Settings().max_in_flight])
+    p.add_argument(
+        "--admission",
+        choices=("adaptive", "fixed"),
+        default=Settings().admission,
+        help="how the bounded runs bound (the unbounded runs: no bound)",
+    )
     p.add_argument("--refused-pause-ms", type=float, default=0.0)
     p.add_argument("--knee", type=int, help="the knee's concurrency (no sweep)")
     p.add_argument("--duration", type=float, default=5.0)
@@ -97,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def at(bound: int, conc: int) -> dict[str, Any]:
             got = with_server(args.data_dir, work, bound,
-                              lambda s: measure(s, args.transport, str(requests), conc, args))  # fmt: skip
+                              lambda s: measure(s, args.transport, str(requests), conc, args),
+                              args.admission if bound else "fixed")  # fmt: skip
             print(json.dumps({"max_in_flight": bound, **got}), flush=True)
             return got
 
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     verdicts = {str(b): verdict(g) for b, g in bounded.items()}
-    report = {"transport": args.transport, "refused_pause_ms": args.refused_pause_ms,
+    report = {"transport": args.transport, "admission": args.admission,
+              "refused_pause_ms": args.refused_pause_ms,
               "curve": curve, "knee": knee, "at_4x_unbounded": unbounded,
               "at_4x_bounded": {str(b): g for b, g in bounded.items()},
               "verdict_unbounded": verdict(unbounded), "verdict_bounded": verdicts}  # fmt: skip

@@ -233,14 +233,21 @@ SERVED_LOG_QUEUED = Gauge(
 )
 REFUSED = Counter(
     "livefeat_requests_refused_total",
-    "Requests refused at once, without any work, because the process had "
-    "LIVEFEAT_MAX_IN_FLIGHT requests in flight, by front end.",
+    "Requests refused at once, without any work, because the process had as many "
+    "requests in flight as its bound (livefeat_requests_in_flight_limit), by front end.",
     ["transport"],
     registry=REGISTRY,
 )
 IN_FLIGHT = Gauge(
     "livefeat_requests_in_flight",
     "Requests (reads and pushes, both front ends) this process is working on.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "livefeat_requests_in_flight_limit",
+    "The bound on requests in flight in force now (adaptive: between LIVEFEAT_MIN_IN_FLIGHT "
+    "and LIVEFEAT_MAX_IN_FLIGHT; summed over a pod's workers).",
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )

@@ -15,7 +15,7 @@ import uvloop
 from fastapi import FastAPI
 
 from service import metrics
-from service.core.admission import Admission
+from service.core.admission import AdaptiveLimit, Admission
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
 from service.core.service import FeatureService, Limits
@@ -87,6 +87,16 @@ class _Signals:
         (self.force if self.stop.is_set() else self.stop).set()
 
 
+def admission_of(settings: Settings) -> Admission:
+    """The in-flight bound both front ends share (docs/operations.md, "Overload")."""
+    ceiling = settings.max_in_flight
+    adaptive = None
+    if settings.admission == "adaptive" and ceiling:
+        adaptive = AdaptiveLimit(ceiling, floor=min(settings.min_in_flight, ceiling))
+    return Admission(ceiling, settings.overload_retry_after_s, metrics.IN_FLIGHT,
+                     adaptive=adaptive, limit_gauge=metrics.IN_FLIGHT_LIMIT)  # fmt: skip
+
+
 async def _run_http(server: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
     try:
         await server.serve(sockets)
@@ -128,9 +138,7 @@ async def serve(
     core.store.start()  # change feed, presence filter
     served.start()
     try:
-        admission = Admission(
-            settings.max_in_flight, settings.overload_retry_after_s, metrics.IN_FLIGHT
-        )
+        admission = admission_of(settings)
         app = create_app(
             core,
             settings.max_body_bytes,

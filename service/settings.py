@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     # Requests one process works on at once (both front ends); more are refused at
     # once (HTTP 429, gRPC RESOURCE_EXHAUSTED). 0: no bound. docs/operations.md.
     max_in_flight: int = Field(default=16, ge=0)
+    # "adaptive": the bound follows the latency of admitted requests, between
+    # min_in_flight (or max_in_flight if lower) and max_in_flight; "fixed": always
+    # max_in_flight. docs/operations.md, "Overload".
+    admission: Literal["adaptive", "fixed"] = "adaptive"
+    min_in_flight: int = Field(default=2, ge=1)
     overload_retry_after_s: float = Field(default=1.0, gt=0)
     # `livefeat load` into Redis: at most this many rows/s (0: no limit). Unset: no
     # limit unless serving replicas subscribe to this Redis's change feed, then

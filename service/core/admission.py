@@ -7,10 +7,19 @@ excess at once (HTTP 429 with Retry-After, gRPC RESOURCE_EXHAUSTED) keeps the
 admitted requests at knee latency and tells callers to back off or go to
 another replica. Health, readiness and metrics are never counted nor refused
 (the edges do not ask for them).
+
+Where the knee lies depends on the request mix, the tiers and the machine: a
+process whose requests wait on Redis takes many more in flight than one that
+reads L1 and spends CPU. So by default the bound adapts (`AdaptiveLimit`): it
+grows while the latency of admitted requests stays near its recent floor and
+shrinks when they wait (docs/operations.md, "Overload").
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from service.errors import LivefeatError
@@ -25,40 +34,144 @@ class Overloaded(LivefeatError):
         self.retry_after_s = retry_after_s
 
 
+class AdaptiveLimit:
+    """A bound on requests in flight led by their latency (additive increase, multiplicative decrease).
+
+    Latencies of admitted requests are taken in windows of `window` answers. The
+    baseline is the lowest window median of the last `baseline_s` seconds: what a
+    request costs when it does not wait behind others. At the end of each window,
+    with `peak` the most requests in flight at once during it:
+    - median > `tolerance` x baseline and peak > `floor`: requests wait behind each
+      other; the limit becomes `backoff` x min(limit, peak), never under `floor`.
+      (Slow answers with few in flight, such as big requests or a slow Redis, are
+      not queueing and shrink nothing.)
+    - median within that, and the peak reached the limit (demand is at least the
+      limit): it grows by one, never over `ceiling`;
+    - otherwise it stays: an idle process does not raise its bound.
+    A baseline older than `baseline_s` is forgotten, so a lasting change of the
+    workload (a slower Redis, bigger requests) moves it within that time.
+    """
+
+    def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 2.0, window: int = 16,
+                 backoff: float = 0.8, baseline_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
+        if tolerance <= 1 or not 0 < backoff < 1 or window < 1 or baseline_s <= 0:
+            raise ValueError("need tolerance > 1, 0 < backoff < 1, window >= 1, baseline_s > 0")
+        self.ceiling = ceiling
+        self.floor = floor
+        self.tolerance = tolerance
+        self.window = window
+        self.backoff = backoff
+        self.baseline_s = baseline_s
+        self._clock = clock
+        self._limit = float(ceiling)
+        self.limit = ceiling
+        self.peak = 0  # the most in flight at once in this window (kept by Admission)
+        self._samples: list[float] = []
+        self._bucket_s = baseline_s / 10
+        self._minima: deque[tuple[int, float]] = deque()  # (bucket number, lowest median)
+
+    def __repr__(self) -> str:
+        return f"<AdaptiveLimit {self.limit} in [{self.floor}, {self.ceiling}]>"
+
+    @property
+    def baseline(self) -> float | None:
+        """The baseline latency in seconds now (None before the first window)."""
+        return min(m for _, m in self._minima) if self._minima else None
+
+    def observe(self, latency_s: float, in_flight: int) -> None:
+        """One admitted request was answered after `latency_s`; `in_flight` are left."""
+        samples = self._samples
+        samples.append(latency_s)
+        if len(samples) >= self.window:
+            samples.sort()
+            self._close(samples[len(samples) // 2])
+            samples.clear()
+            self.peak = in_flight
+
+    def _close(self, median: float) -> None:
+        bucket = int(self._clock() // self._bucket_s)
+        minima = self._minima
+        while minima and minima[0][0] <= bucket - 10:
+            minima.popleft()
+        if minima and minima[-1][0] == bucket:
+            if median < minima[-1][1]:
+                minima[-1] = (bucket, median)
+        else:
+            minima.append((bucket, median))
+        baseline = min(m for _, m in minima)
+        if median > self.tolerance * baseline:
+            if self.peak > self.floor:
+                self._limit = max(float(self.floor), min(self._limit, self.peak) * self.backoff)
+        elif self.peak >= self.limit:
+            self._limit = min(float(self.ceiling), self._limit + 1)
+        self.limit = int(self._limit)
+
+
 class Admission:
     """At most `limit` requests in flight (0: no limit). Not thread-safe: one event loop.
 
-    `enter()` admits a request or raises Overloaded; each admitted request must
-    `leave()` exactly once. `retry_after_s` is what refused callers are told to wait.
-    `gauge` (a prometheus Gauge, optional) follows the count in flight.
+    `enter()` admits a request or raises Overloaded, and returns the time it was
+    admitted; each admitted request must `leave(admitted)` exactly once. With an
+    `adaptive` limit (AdaptiveLimit, its ceiling `limit`) the bound follows the
+    latency of admitted requests. `retry_after_s` is what refused callers are told
+    to wait. `gauge` and `limit_gauge` (prometheus Gauges, optional) follow the
+    count in flight and the bound in force.
     """
 
-    def __init__(self, limit: int, retry_after_s: float = 1.0, gauge: Any = None) -> None:
+    def __init__(self, limit: int, retry_after_s: float = 1.0, gauge: Any = None,
+                 adaptive: AdaptiveLimit | None = None, limit_gauge: Any = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        self.limit = limit
+        if adaptive is not None and adaptive.ceiling != limit:
+            raise ValueError("the adaptive limit's ceiling must be the configured limit")
+        self._ceiling = limit
         self.retry_after_s = retry_after_s
         self.in_flight = 0
         self.refused = 0
         self._gauge = gauge
+        self._adaptive = adaptive
+        self._limit_gauge = limit_gauge
+        self._clock = clock
+        if limit_gauge is not None:
+            limit_gauge.set(limit)
 
     def __repr__(self) -> str:
         bound = self.limit or "unbounded"
         return f"<Admission {self.in_flight}/{bound} in flight, {self.refused} refused>"
 
-    def enter(self) -> None:
-        """Admit one request. Raises Overloaded (and counts it) when `limit` are in flight."""
-        if self.limit and self.in_flight >= self.limit:
+    @property
+    def limit(self) -> int:
+        """The bound in force now (0: none)."""
+        return self._adaptive.limit if self._adaptive is not None else self._ceiling
+
+    def enter(self) -> float:
+        """Admit one request and return when. Raises Overloaded (and counts it) at the bound."""
+        limit = self.limit
+        if limit and self.in_flight >= limit:
             self.refused += 1
-            raise Overloaded(self.limit, self.retry_after_s)
+            raise Overloaded(limit, self.retry_after_s)
         self.in_flight += 1
         if self._gauge is not None:
             self._gauge.inc()
+        adaptive = self._adaptive
+        if adaptive is not None and self.in_flight > adaptive.peak:
+            adaptive.peak = self.in_flight
+        return self._clock()
 
-    def leave(self) -> None:
-        """An admitted request is answered (or failed)."""
+    def leave(self, admitted: float | None = None) -> None:
+        """An admitted request is answered (or failed); `admitted` is what enter() returned."""
         if self.in_flight <= 0:
             raise RuntimeError("leave() without a matching enter()")
         self.in_flight -= 1
         if self._gauge is not None:
             self._gauge.dec()
+        adaptive = self._adaptive
+        if adaptive is not None and admitted is not None:
+            before = adaptive.limit
+            adaptive.observe(self._clock() - admitted, self.in_flight)
+            if adaptive.limit != before and self._limit_gauge is not None:
+                self._limit_gauge.set(adaptive.limit)

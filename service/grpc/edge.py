@@ -153,11 +153,11 @@ def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
                     raise request.error()
                 if admission is None:
                     return await handler(self, request, context)
-                admission.enter()  # raises Overloaded
+                admitted = admission.enter()  # raises Overloaded
                 try:
                     return await handler(self, request, context)
                 finally:
-                    admission.leave()
+                    admission.leave(admitted)
             except LivefeatError as exc:
                 code = code_of(exc)
                 if isinstance(exc, Overloaded):

@@ -37,7 +37,7 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            self.admission.enter()
+            admitted = self.admission.enter()
         except Overloaded as exc:
             self._refused.inc()
             await _refuse(scope, send, exc)
@@ -45,7 +45,7 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.admission.leave()
+            self.admission.leave(admitted)
 
 
 async def _refuse(scope: Scope, send: Send, exc: Overloaded) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from service.core.admission import Admission, Overloaded
+from service.core.admission import AdaptiveLimit, Admission, Overloaded
 
 
 def test_admits_up_to_the_limit_then_refuses_and_counts() -> None:
@@ -50,3 +50,102 @@ def test_the_gauge_follows_the_count_in_flight() -> None:
     assert gauge._value.get() == 2  # a refusal is never in flight
     gate.leave()
     assert gauge._value.get() == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def burst(gate: Admission, clock: Clock, latency_s: float, callers: int, rounds: int = 1) -> int:
+    """`rounds` times: `callers` arrive at once; those admitted are answered after `latency_s`.
+
+    Returns how many were refused."""
+    refused = 0
+    for _ in range(rounds):
+        admitted = []
+        for _ in range(callers):
+            try:
+                admitted.append(gate.enter())
+            except Overloaded:
+                refused += 1
+        clock.t += latency_s
+        for t in admitted:
+            gate.leave(t)
+    return refused
+
+
+def adaptive_gate(ceiling: int = 16, floor: int = 2) -> tuple[Admission, AdaptiveLimit, Clock]:
+    clock = Clock()
+    limit = AdaptiveLimit(ceiling, floor=floor, window=10, clock=clock)
+    return Admission(ceiling, adaptive=limit, clock=clock), limit, clock
+
+
+def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor() -> None:
+    gate, limit, clock = adaptive_gate()
+    burst(gate, clock, 0.004, 1, rounds=10)  # the baseline: 4 ms
+    assert limit.baseline == pytest.approx(0.004)
+    assert gate.limit == 16
+    burst(gate, clock, 0.040, 10)  # 10 at once, 10x the baseline: they queue
+    assert gate.limit == 8  # 0.8 x the 10 seen at once
+    seen = []
+    for _ in range(10):
+        burst(gate, clock, 0.040, 10)
+        seen.append(gate.limit)
+    assert seen == sorted(seen, reverse=True) and seen[-1] == 2  # the floor
+    assert burst(gate, clock, 0.040, 5) == 3
+    assert gate.refused > 3
+
+
+def test_slow_answers_without_concurrency_shrink_nothing() -> None:
+    gate, _, clock = adaptive_gate()
+    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.100, 1, rounds=50)  # big requests or a slow Redis, one at a time
+    burst(gate, clock, 0.100, 2, rounds=50)  # two at a time: not over the floor
+    assert gate.limit == 16
+
+
+def test_adaptive_limit_grows_only_when_demand_reaches_it() -> None:
+    gate, _, clock = adaptive_gate()
+    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.040, 10, rounds=20)
+    assert gate.limit == 2
+    burst(gate, clock, 0.004, 1, rounds=10)  # fast again (one window mixes in the last bursts)
+    settled = gate.limit
+    burst(gate, clock, 0.004, 1, rounds=50)  # one at a time: the bound is not reached
+    assert gate.limit == settled <= 3
+    burst(gate, clock, 0.005, 8, rounds=5)  # 8 callers, fast answers: the bound is reached
+    assert gate.limit == settled + 1
+    burst(gate, clock, 0.007, 8, rounds=50)  # within 2x the baseline: up to the demand
+    assert gate.limit == 9  # grew past the demand by one, then the peak no longer reached it
+
+
+def test_adaptive_limit_never_over_its_ceiling_and_forgets_an_old_baseline() -> None:
+    gate, limit, clock = adaptive_gate(ceiling=4)
+    burst(gate, clock, 0.001, 1, rounds=10)
+    burst(gate, clock, 0.010, 4, rounds=20)
+    assert gate.limit == 2
+    burst(gate, clock, 0.010, 4, rounds=20)  # the bound is reached, but 10x the baseline
+    assert gate.limit == 2
+    clock.t += 31  # 30 s later the 1 ms baseline is forgotten; 10 ms is normal now
+    burst(gate, clock, 0.010, 8, rounds=50)
+    assert limit.baseline == pytest.approx(0.010)
+    assert gate.limit == 4  # the ceiling
+
+
+def test_adaptive_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveLimit(2, floor=3)
+    with pytest.raises(ValueError, match="ceiling must be"):
+        Admission(8, adaptive=AdaptiveLimit(4))
+    gauge = Gauge("limit", "test", registry=CollectorRegistry())
+    clock = Clock()
+    gate = Admission(8, adaptive=AdaptiveLimit(8, window=4, clock=clock), limit_gauge=gauge,
+                     clock=clock)  # fmt: skip
+    assert gauge._value.get() == 8
+    burst(gate, clock, 0.001, 1, rounds=4)
+    burst(gate, clock, 0.010, 4)
+    assert gauge._value.get() == gate.limit == 3

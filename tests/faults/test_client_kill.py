@@ -42,7 +42,11 @@ def served(server: FaultServer, ids: list[int]) -> dict[int, tuple[str, dict[str
     out = {}
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for a in range(0, len(ids), 1000):
-            r = client.post("/v1/features", json={"view": "room_stats", "ids": ids[a : a + 1000]})
+            body = {"view": "room_stats", "ids": ids[a : a + 1000]}
+            r = client.post("/v1/features", json=body)
+            while r.status_code == 429:  # the server is busy storing the load: it may refuse
+                time.sleep(0.02)
+                r = client.post("/v1/features", json=body)
             r.raise_for_status()
             rows = r.json()["rows"]
             out.update({row["id"]: (row["status"]["room_stats"], row["features"]) for row in rows})
@@ -175,15 +179,17 @@ def test_load_server_sigkill(
             )
         # Kill it once some messages are stored (the first rows are served), mid-stream.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if (
-                served(server, [LOAD_FIRST + 2 * LOAD_MESSAGE_ROWS])[LOAD_FIRST + 2000][0]
-                == "FOUND"
-            ):
-                break
-            time.sleep(0.01)
-        os.kill(procs["load"].pid, signal.SIGKILL)
-        procs["load"].wait(10)
+        try:
+            while time.monotonic() < deadline:
+                if (
+                    served(server, [LOAD_FIRST + 2 * LOAD_MESSAGE_ROWS])[LOAD_FIRST + 2000][0]
+                    == "FOUND"
+                ):
+                    break
+                time.sleep(0.01)
+        finally:  # also when the check fails: never leave the load running
+            os.kill(procs["load"].pid, signal.SIGKILL)
+            procs["load"].wait(10)
 
     figures = run_fault("load_server_sigkill", server, oracle, start, lambda: None, 0.0)
     rows = served(server, [int(i) for i in ids])
