@@ -111,14 +111,17 @@ class AdaptiveLimit:
 
 
 class Admission:
-    """At most `limit` requests in flight (0: no limit). Not thread-safe: one event loop.
+    """A bound on requests in flight (0: none). Not thread-safe: one event loop.
 
-    `enter()` admits a request or raises Overloaded, and returns the time it was
-    admitted; each admitted request must `leave(admitted)` exactly once. With an
-    `adaptive` limit (AdaptiveLimit, its ceiling `limit`) the bound follows the
-    latency of admitted requests. `retry_after_s` is what refused callers are told
-    to wait. `gauge` and `limit_gauge` (prometheus Gauges, optional) follow the
-    count in flight and the bound in force.
+    `enter()` admits a read or raises Overloaded, and returns the time it was
+    admitted; each admitted read must `leave(admitted)` exactly once. With an
+    `adaptive` limit (AdaptiveLimit, its ceiling `limit`) the reads' bound follows
+    their latency. Writes (`enter_write` / `leave_write`: pushes, streamed loads)
+    are bounded by `limit` only: a push is not refused because reads queue, and a
+    long load stream does not take a read's place. Both count toward `limit`.
+    `retry_after_s` is what refused callers are told to wait. `gauge` and
+    `limit_gauge` (prometheus Gauges, optional) follow the count in flight and the
+    reads' bound in force.
     """
 
     def __init__(self, limit: int, retry_after_s: float = 1.0, gauge: Any = None,
@@ -128,9 +131,10 @@ class Admission:
             raise ValueError("limit must be >= 0")
         if adaptive is not None and adaptive.ceiling != limit:
             raise ValueError("the adaptive limit's ceiling must be the configured limit")
-        self._ceiling = limit
+        self.ceiling = limit
         self.retry_after_s = retry_after_s
-        self.in_flight = 0
+        self.in_flight = 0  # reads and writes
+        self.reads = 0
         self.refused = 0
         self._gauge = gauge
         self._adaptive = adaptive
@@ -145,33 +149,56 @@ class Admission:
 
     @property
     def limit(self) -> int:
-        """The bound in force now (0: none)."""
-        return self._adaptive.limit if self._adaptive is not None else self._ceiling
+        """The reads' bound in force now (0: none)."""
+        return self._adaptive.limit if self._adaptive is not None else self.ceiling
 
-    def enter(self) -> float:
-        """Admit one request and return when. Raises Overloaded (and counts it) at the bound."""
-        limit = self.limit
-        if limit and self.in_flight >= limit:
-            self.refused += 1
-            raise Overloaded(limit, self.retry_after_s)
+    def _refuse(self, limit: int) -> Overloaded:
+        self.refused += 1
+        return Overloaded(limit, self.retry_after_s)
+
+    def _admit(self) -> None:
         self.in_flight += 1
         if self._gauge is not None:
             self._gauge.inc()
-        adaptive = self._adaptive
-        if adaptive is not None and self.in_flight > adaptive.peak:
-            adaptive.peak = self.in_flight
-        return self._clock()
 
-    def leave(self, admitted: float | None = None) -> None:
-        """An admitted request is answered (or failed); `admitted` is what enter() returned."""
+    def _release(self) -> None:
         if self.in_flight <= 0:
             raise RuntimeError("leave() without a matching enter()")
         self.in_flight -= 1
         if self._gauge is not None:
             self._gauge.dec()
+
+    def enter(self) -> float:
+        """Admit one read and return when. Raises Overloaded (and counts it) at the bound."""
+        limit = self.limit
+        if limit and (self.reads >= limit or self.in_flight >= self.ceiling):
+            raise self._refuse(limit)
+        self._admit()
+        self.reads += 1
+        adaptive = self._adaptive
+        if adaptive is not None and self.reads > adaptive.peak:
+            adaptive.peak = self.reads
+        return self._clock()
+
+    def leave(self, admitted: float | None = None) -> None:
+        """An admitted read is answered (or failed); `admitted` is what enter() returned."""
+        if self.reads <= 0:
+            raise RuntimeError("leave() without a matching enter()")
+        self._release()
+        self.reads -= 1
         adaptive = self._adaptive
         if adaptive is not None and admitted is not None:
             before = adaptive.limit
-            adaptive.observe(self._clock() - admitted, self.in_flight)
+            adaptive.observe(self._clock() - admitted, self.reads)
             if adaptive.limit != before and self._limit_gauge is not None:
                 self._limit_gauge.set(adaptive.limit)
+
+    def enter_write(self) -> None:
+        """Admit one write: refused only when `limit` requests of any kind are in flight."""
+        if self.ceiling and self.in_flight >= self.ceiling:
+            raise self._refuse(self.ceiling)
+        self._admit()
+
+    def leave_write(self) -> None:
+        """An admitted write is answered (or failed)."""
+        self._release()

@@ -137,10 +137,14 @@ class _Recorder:
         count_child.inc()
 
 
+WRITES = frozenset({"PushFeatures", "PushFeaturesStream"})  # admitted by the ceiling only
+
+
 def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
     """Wrap a servicer method: map errors, record metrics under `route` (the RPC name)."""
     record = _Recorder(route)
     refused = metrics.REFUSED.labels("grpc")
+    write = route in WRITES
 
     def wrap(handler: Handler[S, R]) -> Handler[S, R]:
         @functools.wraps(handler)
@@ -153,6 +157,12 @@ def edge(route: str) -> Callable[[Handler[S, R]], Handler[S, R]]:
                     raise request.error()
                 if admission is None:
                     return await handler(self, request, context)
+                if write:  # raises Overloaded
+                    admission.enter_write()
+                    try:
+                        return await handler(self, request, context)
+                    finally:
+                        admission.leave_write()
                 admitted = admission.enter()  # raises Overloaded
                 try:
                     return await handler(self, request, context)

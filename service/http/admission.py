@@ -22,6 +22,7 @@ Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Any, Send], Awaitable[None]]
 NEVER_REFUSED = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+WRITES = frozenset({"/v1/push"})  # bounded by the ceiling only (service/core/admission.py)
 
 
 class AdmissionMiddleware:
@@ -36,8 +37,13 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in NEVER_REFUSED:
             await self.app(scope, receive, send)
             return
+        admission = self.admission
+        write = scope["path"] in WRITES
         try:
-            admitted = self.admission.enter()
+            if write:
+                admission.enter_write()
+            else:
+                admitted = admission.enter()
         except Overloaded as exc:
             self._refused.inc()
             await _refuse(scope, send, exc)
@@ -45,7 +51,10 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.admission.leave(admitted)
+            if write:
+                admission.leave_write()
+            else:
+                admission.leave(admitted)
 
 
 async def _refuse(scope: Scope, send: Send, exc: Overloaded) -> None:

@@ -149,3 +149,32 @@ def test_adaptive_settings_are_checked() -> None:
     burst(gate, clock, 0.001, 1, rounds=4)
     burst(gate, clock, 0.010, 4)
     assert gauge._value.get() == gate.limit == 3
+
+
+def test_writes_are_bounded_by_the_ceiling_only_and_count_toward_it() -> None:
+    gate, _, clock = adaptive_gate(ceiling=4)
+    burst(gate, clock, 0.001, 1, rounds=10)
+    burst(gate, clock, 0.020, 4, rounds=20)
+    assert gate.limit == 2  # reads queue: their bound is at the floor
+    gate.enter_write()
+    gate.enter_write()
+    r1, r2 = gate.enter(), gate.enter()  # writes do not take the reads' places
+    with pytest.raises(Overloaded):
+        gate.enter()  # over the reads' bound
+    with pytest.raises(Overloaded) as refused:
+        gate.enter_write()  # 4 in flight: the ceiling
+    assert refused.value.limit == 4
+    gate.leave(r1)
+    gate.leave(r2)
+    gate.enter_write()
+    gate.enter_write()
+    with pytest.raises(Overloaded):
+        gate.enter()  # reads under their bound, but 4 writes in flight
+    for _ in range(4):
+        gate.leave_write()
+    assert (gate.in_flight, gate.reads) == (0, 0)
+    with pytest.raises(RuntimeError):
+        gate.leave_write()
+    gate.enter_write()
+    with pytest.raises(RuntimeError):
+        gate.leave(0.0)  # a write in flight is not a read
