@@ -15,7 +15,7 @@ import uvloop
 from fastapi import FastAPI
 
 from service import metrics
-from service.core.admission import AdaptiveLimit, Admission
+from service.core.admission import AdaptiveLimit, Admission, LoopLag
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
 from service.core.service import FeatureService, Limits
@@ -87,12 +87,13 @@ class _Signals:
         (self.force if self.stop.is_set() else self.stop).set()
 
 
-def admission_of(settings: Settings) -> Admission:
+def admission_of(settings: Settings, lag: LoopLag) -> Admission:
     """The in-flight bound both front ends share (docs/operations.md, "Overload")."""
     ceiling = settings.max_in_flight
     adaptive = None
     if settings.admission == "adaptive" and ceiling:
-        adaptive = AdaptiveLimit(ceiling, floor=min(settings.min_in_flight, ceiling))
+        floor = min(settings.min_in_flight, ceiling)
+        adaptive = AdaptiveLimit(ceiling, floor=floor, lag=lag.take)
     return Admission(ceiling, settings.overload_retry_after_s, metrics.IN_FLIGHT,
                      adaptive=adaptive, limit_gauge=metrics.IN_FLIGHT_LIMIT)  # fmt: skip
 
@@ -138,7 +139,8 @@ async def serve(
     core.store.start()  # change feed, presence filter
     served.start()
     try:
-        admission = admission_of(settings)
+        lag = LoopLag()
+        admission = admission_of(settings, lag)
         app = create_app(
             core,
             settings.max_body_bytes,
@@ -162,6 +164,7 @@ async def serve(
             await rpc.start()
             http_task = asyncio.create_task(_run_http(http, sockets))
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
+            lag_task = asyncio.create_task(lag.run())
             log.info("serving", http=address(settings.http_host, settings.http_port),
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
                      registry=str(settings.registry),
@@ -174,6 +177,7 @@ async def serve(
                 http.should_exit = True
                 await asyncio.gather(rpc.stop(GRACE_S), http_task)
             finally:
+                lag_task.cancel()
                 force.cancel()
                 http_task.cancel()
                 await rpc.stop(0)

@@ -12,11 +12,13 @@ Where the knee lies depends on the request mix, the tiers and the machine: a
 process whose requests wait on Redis takes many more in flight than one that
 reads L1 and spends CPU. So by default the bound adapts (`AdaptiveLimit`): it
 grows while the latency of admitted requests stays near its recent floor and
-shrinks when they wait (docs/operations.md, "Overload").
+shrinks when they wait for the event loop (`LoopLag`), not when they wait for a
+slow Redis (docs/operations.md, "Overload").
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +36,48 @@ class Overloaded(LivefeatError):
         self.retry_after_s = retry_after_s
 
 
+class LoopLag:
+    """How late the event loop runs what is due: the signal that requests wait for CPU.
+
+    `run()` (a task on the serving loop) sleeps `interval_s` again and again and
+    adds up how late each wake-up came; `take()` gives the mean lateness in seconds
+    since the last take (0.0 when no wake-up came yet) and starts again. A loop
+    waiting on Redis or RocksDB is idle and wakes on time; a loop with more work
+    ready than it can run wakes late, by about the work queued ahead.
+    """
+
+    def __init__(
+        self, interval_s: float = 0.005, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._late_s = 0.0
+        self._wakeups = 0
+
+    def __repr__(self) -> str:
+        return f"<LoopLag every {self.interval_s * 1000:g} ms>"
+
+    def note(self, late_s: float) -> None:
+        """One wake-up came `late_s` after it was due."""
+        self._late_s += late_s
+        self._wakeups += 1
+
+    def take(self) -> float:
+        """The mean lateness since the last take, in seconds."""
+        mean = self._late_s / self._wakeups if self._wakeups else 0.0
+        self._late_s = 0.0
+        self._wakeups = 0
+        return mean
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        clock, interval = self._clock, self.interval_s
+        while True:
+            due = clock() + interval
+            await asyncio.sleep(interval)
+            self.note(max(0.0, clock() - due))
+
+
 class AdaptiveLimit:
     """A bound on requests in flight led by their latency (additive increase, multiplicative decrease).
 
@@ -41,9 +85,11 @@ class AdaptiveLimit:
     baseline is the lowest window median of the last `baseline_s` seconds: what a
     request costs when it does not wait behind others. At the end of each window,
     with `peak` the most requests in flight at once during it:
-    - median > `tolerance` x baseline and peak > `floor`: requests wait behind each
-      other; the limit becomes `backoff` x min(limit, peak), never under `floor`.
-      (Slow answers with few in flight, such as big requests or a slow Redis, are
+    - median > `tolerance` x baseline, peak > `floor`, and the loop ran late by more
+      than `lag_fraction` x baseline on average (`lag`, a LoopLag's take; None: not
+      asked): requests wait behind each other for the loop; the limit becomes
+      `backoff` x min(limit, peak), never under `floor`. (Slow answers with few in
+      flight, such as big requests, or with an idle loop, such as a slow Redis, are
       not queueing and shrink nothing.)
     - median within that, and the peak reached the limit (demand is at least the
       limit): it grows by one, never over `ceiling`;
@@ -54,6 +100,7 @@ class AdaptiveLimit:
 
     def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 2.0, window: int = 16,
                  backoff: float = 0.8, baseline_s: float = 30.0,
+                 lag: Callable[[], float] | None = None, lag_fraction: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
@@ -65,6 +112,8 @@ class AdaptiveLimit:
         self.window = window
         self.backoff = backoff
         self.baseline_s = baseline_s
+        self._lag = lag
+        self.lag_fraction = lag_fraction
         self._clock = clock
         self._limit = float(ceiling)
         self.limit = ceiling
@@ -102,8 +151,9 @@ class AdaptiveLimit:
         else:
             minima.append((bucket, median))
         baseline = min(m for _, m in minima)
+        lag_s = self._lag() if self._lag is not None else None
         if median > self.tolerance * baseline:
-            if self.peak > self.floor:
+            if self.peak > self.floor and (lag_s is None or lag_s > self.lag_fraction * baseline):
                 self._limit = max(float(self.floor), min(self._limit, self.peak) * self.backoff)
         elif self.peak >= self.limit:
             self._limit = min(float(self.ceiling), self._limit + 1)

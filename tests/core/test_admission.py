@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from service.core.admission import AdaptiveLimit, Admission, Overloaded
+from service.core.admission import AdaptiveLimit, Admission, LoopLag, Overloaded
 
 
 def test_admits_up_to_the_limit_then_refuses_and_counts() -> None:
@@ -178,3 +181,35 @@ def test_writes_are_bounded_by_the_ceiling_only_and_count_toward_it() -> None:
     gate.enter_write()
     with pytest.raises(RuntimeError):
         gate.leave(0.0)  # a write in flight is not a read
+
+
+def test_queueing_with_an_idle_loop_shrinks_nothing() -> None:
+    """Slow answers while the loop wakes on time: a slow Redis, not CPU; the bound stays."""
+    clock = Clock()
+    lag = {"s": 0.0}
+    limit = AdaptiveLimit(16, window=10, lag=lambda: lag["s"], clock=clock)
+    gate = Admission(16, adaptive=limit, clock=clock)
+    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.040, 10, rounds=20)  # 10x the baseline, loop on time
+    assert gate.limit == 16
+    lag["s"] = 0.003  # the loop runs 3 ms late: over half the 4 ms baseline
+    burst(gate, clock, 0.040, 10)
+    assert gate.limit == 8
+
+
+def test_loop_lag_measures_how_late_the_loop_wakes() -> None:
+    async def main() -> tuple[float, float]:
+        probe = LoopLag(interval_s=0.002)
+        task = asyncio.create_task(probe.run())
+        await asyncio.sleep(0.05)
+        idle = probe.take()
+        for _ in range(5):
+            time.sleep(0.02)  # the loop is busy: every wake-up comes late
+            await asyncio.sleep(0)
+        busy = probe.take()
+        task.cancel()
+        return idle, busy
+
+    idle, busy = asyncio.run(main())
+    assert busy > 0.005 > idle
+    assert LoopLag().take() == 0.0
