@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -97,6 +98,18 @@ def test_every_valid_row_round_trips(row: tuple[ViewCodec, int, dict[str, object
         assert same(f, got[f.name], checked[f.name]), (f, got[f.name], checked[f.name])
     decoded = codec.decode_row(stored)  # the form L1 keeps decodes too
     assert decoded[0] == event_time
+    assert decoded == codec.decode_row_reference(stored)  # the fast path: the same bytes
+
+
+def fast_and_reference_agree(codec: ViewCodec, raw: bytes) -> None:
+    """decode_row and decode_row_reference give the same row, or both CorruptValue."""
+    try:
+        want = codec.decode_row_reference(raw)
+    except CorruptValue:
+        with pytest.raises(CorruptValue):
+            codec.decode_row(raw)
+        return
+    assert codec.decode_row(raw) == want
 
 
 @given(rows())
@@ -140,14 +153,15 @@ def test_damaged_values_decode_or_raise_corrupt_value(
         event_time, {f.name: check_value(f, values[f.name]) for f in codec.features}
     )
     cut = data.draw(st.integers(0, len(stored)))
-    decode_or_corrupt(codec, stored[:cut])
-    decode_or_corrupt(codec, stored + data.draw(st.binary(min_size=1, max_size=8)))
+    extended = stored + data.draw(st.binary(min_size=1, max_size=8))
     damaged = bytearray(stored)
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(8, max(len(damaged) - 1, 8)))
         if at < len(damaged):
             damaged[at] = data.draw(st.integers(0, 255))
-    decode_or_corrupt(codec, bytes(damaged))
+    for raw in (stored[:cut], extended, bytes(damaged)):
+        decode_or_corrupt(codec, raw)
+        fast_and_reference_agree(codec, raw)
 
 
 @given(st.sampled_from(TYPES), st.one_of(
