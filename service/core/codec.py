@@ -6,6 +6,8 @@ Stored value (written once, at load or push time; read by every tier)::
     fixed   scalar features in registry order: int64 <q, double <d, float <f, bool ?
             then float vectors in registry order, dim x <f
     tail    string features in registry order, each <H length + UTF-8 bytes
+    served  (optional) 0x1E, each feature's JSON value in registry order separated
+            by 0x1F, 0x1E: what the HTTP answer shows, rendered once at write time
 
 Why a packed struct layout (measured on the room view of the standard workload,
 24 features, Python 3.11, one core): struct 321 B, encode 2.8 us, decode 2.6 us;
@@ -17,6 +19,19 @@ and decode many rows' numeric parts with one `np.frombuffer` for the gRPC matrix
 A row is decoded once, when it enters L1, into a `Row` that carries the JSON
 fragment the HTTP front end joins into responses; requests never convert
 features one by one.
+
+The served section makes that decoding cheap for the views where rendering JSON
+costs most (a float32 vector's shortest decimals, many features): a miss fills
+the view's template (`"view.feature":%s,...`) with the stored values instead of
+formatting every feature again (room row: 2.7 us instead of 4.4). It is rendered
+from the binary part at write time (`encode`, `encode_columns`), so the bytes
+served are those the binary part decodes to, and it costs memory (standard
+workload: a user row 252 -> 775 bytes, a room row 320 -> 969; docs/benchmarks.md).
+The section is optional per value: values written before it existed (or by a
+writer of a view that carries none) are read as before, so the schema version,
+the keys and stored data are unchanged. A reader older than the section refuses
+a value that carries one (bytes after the last feature: CorruptValue, read as
+absent from that tier): upgrade readers before writers.
 """
 
 from __future__ import annotations
@@ -169,6 +184,20 @@ def show(value: Any) -> str:
 _show = show
 
 
+# The served section (see the module docstring) opens and closes with SECTION and
+# separates values with SEPARATOR: control characters JSON text never holds raw.
+SECTION: Final = b"\x1e"
+SECTION_BYTE: Final = SECTION[0]
+SEPARATOR: Final = b"\x1f"
+
+
+def served_section_pays(features: Sequence[Feature]) -> bool:
+    """Whether a view's stored values carry the served section: when rendering its JSON
+    at read time costs much more than filling the template (measured: a float vector
+    or more than 8 features; a row of a few integers renders as fast as it is filled)."""
+    return len(features) > 8 or any(f.type in ("float_vector", "float") for f in features)
+
+
 # Part of every schema version: bump it when the stored form itself changes
 # (2: the 8-byte header), so that old values are never misread as new ones.
 STORED_FORM = 2
@@ -217,6 +246,12 @@ class ViewCodec:
         self._float_at = [i for i, f in enumerate(scalars) if f.type == "float"]
         self._numeric = struct.Struct(f"<{len(scalars)}f")
         self._vector_spans = [(o, o + 4 * dim, dim) for _, o, dim in self._vector_slots]
+        # The served section (module docstring): each feature's JSON value, in registry
+        # order, filled into this template; only views where it pays carry one.
+        self.served = served_section_pays(self.features)
+        self._json_template = b",".join(
+            orjson.dumps(name).replace(b"%", b"%%") + b":%s" for name in self._names
+        )
         self.default_row = self.decode_row(self.encode(0, self.default_values))
 
     def __repr__(self) -> str:
@@ -227,7 +262,19 @@ class ViewCodec:
         head = header(self.version, event_time_ms)
         fixed = self._struct.pack(*[values[f.name] for f in self._scalars])
         vecs = b"".join(struct.pack(f"<{f.dim}f", *values[f.name]) for f in self._vectors)
-        return head + fixed + vecs + self._encode_strings([values[f.name] for f in self._strings])
+        raw = head + fixed + vecs + self._encode_strings([values[f.name] for f in self._strings])
+        return raw + self._served_section(raw) if self.served else raw
+
+    def _served_section(self, raw: bytes) -> bytes:
+        """The served section for the binary part `raw`, rendered from it (not from the
+        values given to `encode`), so that it is what the binary part decodes to."""
+        _, out, _ = self._decode_parts(raw)
+        dumps = orjson.dumps
+        return (
+            SECTION
+            + SEPARATOR.join([dumps(out[name], option=_JSON_OPTS) for name in self._names])
+            + SECTION
+        )
 
     @staticmethod
     def _encode_strings(strings: Sequence[str]) -> bytes:
@@ -252,12 +299,16 @@ class ViewCodec:
         raw = fixed.tobytes()
         w = self.fixed_size
         if not self._strings:
-            return [raw[i * w : (i + 1) * w] for i in range(n)]
-        tails = [
-            self._encode_strings(t)
-            for t in zip(*[columns[f.name] for f in self._strings], strict=True)
-        ]
-        return [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
+            out = [raw[i * w : (i + 1) * w] for i in range(n)]
+        else:
+            tails = [
+                self._encode_strings(t)
+                for t in zip(*[columns[f.name] for f in self._strings], strict=True)
+            ]
+            out = [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
+        if self.served:
+            out = [value + self._served_section(value) for value in out]
+        return out
 
     def _check_header(self, buf: bytes) -> int:
         if len(buf) < self.fixed_size:
@@ -296,19 +347,37 @@ class ViewCodec:
         except UnicodeDecodeError as exc:
             raise CorruptValue(f"{self.view}: stored text is not UTF-8 ({exc.reason})") from None
         if pos != len(buf):
-            raise CorruptValue(f"{self.view}: {len(buf) - pos} bytes after the last feature")
+            self._served_parts(buf, pos)  # raises CorruptValue unless a served section
         return event_time_ms, out, scalars
+
+    def _served_parts(self, buf: bytes, pos: int) -> list[bytes]:
+        """The JSON values of the served section that starts at `pos`. Raises CorruptValue."""
+        inner = buf[pos + 1 : -1]
+        if buf[pos] != SECTION_BYTE or buf[-1] != SECTION_BYTE or len(buf) - pos < 2:
+            raise CorruptValue(f"{self.view}: {len(buf) - pos} bytes after the last feature")
+        if SECTION in inner:  # JSON never holds it raw: the value was damaged
+            raise CorruptValue(f"{self.view}: damaged served section")
+        parts = inner.split(SEPARATOR)
+        if len(parts) != len(self._names):
+            raise CorruptValue(
+                f"{self.view}: served section of {len(parts)} values, the layout has "
+                f"{len(self._names)}"
+            )
+        return parts
 
     def decode_row(self, buf: bytes) -> Row:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue.
 
         Every row read from a tier below L1 comes through here, so this path does the
-        least per row (measured on the standard room row, on the shared 2-core machine:
-        4.4 us, against 7.0 us for `decode_row_reference`, which gives the same bytes and
-        which the tests compare it with): one struct unpack, one dict built in registry
-        order by a C picker, one orjson call, string entries sliced from the stored bytes,
-        and the float32 numeric row packed by struct (numpy only when a double lies beyond
-        the float32 range, where struct refuses and numpy's cast gives inf).
+        least per row. A value with a served section (views where it pays) fills the
+        view's JSON template with the section's values: 2.7 us per standard room row
+        on the shared 2-core machine, against 7.0 us for `decode_row_reference`. Without
+        one (old values, small views) the JSON is rendered: one struct unpack, one dict
+        built in registry order by a C picker, one orjson call (4.4 us). Both slice the
+        string entries from the stored bytes and pack the float32 numeric row with
+        struct (numpy only when a double lies beyond the float32 range, where struct
+        refuses and numpy's cast gives inf). The tests check that every path gives the
+        bytes `decode_row_reference` gives, or that both refuse.
         """
         event_time_ms = self._check_header(buf)
         scalars = self._struct.unpack_from(buf, HEADER_SIZE)
@@ -335,8 +404,11 @@ class ViewCodec:
                 pos = end
         except UnicodeDecodeError as exc:
             raise CorruptValue(f"{self.view}: stored text is not UTF-8 ({exc.reason})") from None
-        if pos != size:
-            raise CorruptValue(f"{self.view}: {size - pos} bytes after the last feature")
+        if pos != size:  # the served section: the JSON values, ready to fill in
+            json = self._json_template % tuple(self._served_parts(buf, pos))
+            return event_time_ms, json, numeric, vectors, tuple(entries)
+        # No served section (a view where it does not pay, or a value written before
+        # there were any): render the JSON values from the binary part.
         values = list(scalars)
         for i in self._float_at:  # JSON renders a float feature as float32 (shortest)
             values[i] = np.float32(values[i])
