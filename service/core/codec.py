@@ -212,7 +212,7 @@ def schema_version(features: Sequence[Feature]) -> int:
 class ViewCodec:
     """Encodes and decodes the rows of one view. Immutable; built once at start."""
 
-    def __init__(self, view: str, features: Sequence[Feature]) -> None:
+    def __init__(self, view: str, features: Sequence[Feature], served: bool | None = None) -> None:
         self.view = view
         self.features = tuple(features)
         self.version = schema_version(self.features)
@@ -247,8 +247,10 @@ class ViewCodec:
         self._numeric = struct.Struct(f"<{len(scalars)}f")
         self._vector_spans = [(o, o + 4 * dim, dim) for _, o, dim in self._vector_slots]
         # The served section (module docstring): each feature's JSON value, in registry
-        # order, filled into this template; only views where it pays carry one.
-        self.served = served_section_pays(self.features)
+        # order, filled into this template; by default only views where it pays carry
+        # one (the registry's `served_json` decides otherwise). Only writes change:
+        # values are read with or without one.
+        self.served = served_section_pays(self.features) if served is None else served
         self._json_template = b",".join(
             orjson.dumps(name).replace(b"%", b"%%") + b":%s" for name in self._names
         )
