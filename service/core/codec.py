@@ -300,17 +300,34 @@ class ViewCodec:
             fixed[f.name] = columns[f.name]
         raw = fixed.tobytes()
         w = self.fixed_size
+        texts = [columns[f.name] for f in self._strings]
         if not self._strings:
             out = [raw[i * w : (i + 1) * w] for i in range(n)]
         else:
-            tails = [
-                self._encode_strings(t)
-                for t in zip(*[columns[f.name] for f in self._strings], strict=True)
-            ]
+            tails = [self._encode_strings(t) for t in zip(*texts, strict=True)]
             out = [raw[i * w : (i + 1) * w] + tails[i] for i in range(n)]
-        if self.served:
-            out = [value + self._served_section(value) for value in out]
+        if self.served and n:
+            sections = self._served_sections(fixed, texts)
+            out = [value + section for value, section in zip(out, sections, strict=True)]
         return out
+
+    def _served_sections(self, fixed: np.ndarray, texts: Sequence[Sequence[str]]) -> list[bytes]:
+        """The served sections of a batch, one orjson call per numeric or vector column,
+        from the values as stored (`fixed`, the binary part's own dtypes): the bytes
+        `_served_section` renders row by row (the property tests compare them)."""
+        dumps = orjson.dumps
+        values: dict[str, list[bytes]] = {}
+        for f in self._scalars:
+            column = np.ascontiguousarray(fixed[f.name])
+            values[f.name] = dumps(column, option=_JSON_OPTS)[1:-1].split(b",")
+        for f in self._vectors:
+            column = np.ascontiguousarray(fixed[f.name])
+            rows = dumps(column, option=_JSON_OPTS)[2:-2].split(b"],[")
+            values[f.name] = [b"[" + r + b"]" for r in rows]
+        for f, strings in zip(self._strings, texts, strict=True):
+            values[f.name] = [dumps(t) for t in strings]
+        ordered = [values[f.name] for f in self.features]
+        return [SECTION + SEPARATOR.join(parts) + SECTION for parts in zip(*ordered, strict=True)]
 
     def _check_header(self, buf: bytes) -> int:
         if len(buf) < self.fixed_size:
