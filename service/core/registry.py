@@ -52,6 +52,9 @@ class ViewSpec(_Strict):
     max_age_s: float = Field(gt=0, allow_inf_nan=False)
     # At most 100 years: the TTL travels to Redis in ms (service/store/redis.py).
     storage_ttl_s: int = Field(gt=0, le=MAX_STORAGE_TTL_S)
+    # Store each value's JSON besides its binary form (service/core/codec.py): cheaper
+    # misses for more memory. None: where it pays (a float vector or float, > 8 features).
+    served_json: bool | None = None
     features: dict[str, FeatureSpec] = Field(min_length=1)
 
 
@@ -175,7 +178,7 @@ def _compile(spec: RegistrySpec, document: dict[str, Any], source: str) -> Regis
             raise fail(f"{where}.entity", f"unknown entity {view.entity!r}")
         ekey = spec.entities[view.entity].key
         features = [_feature(fail, f"{where}.features.{n}", n, f) for n, f in view.features.items()]
-        codec = ViewCodec(vname, features)
+        codec = ViewCodec(vname, features, served=view.served_json)
         status_json = {s: b'"%s":"%s"' % (vname.encode(), s.name.encode()) for s in Status}
         views[vname] = ViewPlan(
             name=vname,

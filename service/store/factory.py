@@ -34,6 +34,8 @@ from service.store.writebehind import WriteBehind
 from service.store.writer import Announcer, Writer
 
 V = TypeVar("V")
+# Keys whose last fill the local tier's write-behind remembers (about 100 B each).
+LOCAL_FILL_MEMORY = 200_000
 
 
 def open_tiers(
@@ -124,7 +126,17 @@ def assemble(
     `announcer` tells other readers about writes when there is no Redis; without
     `local_fills`, what other tiers return is not written into the local one."""
     tiers = [MeteredTier(t) for t in durable]
-    fills = [WriteBehind(t.name, t.put_many) for t in tiers] if len(tiers) > 1 else []
+    # The local tier (the last) remembers what it was given (writebehind.py): a row
+    # Redis serves again is not written again.
+    last = len(tiers) - 1
+    fills = (
+        [
+            WriteBehind(t.name, t.put_many, remember=LOCAL_FILL_MEMORY if i == last else 0)
+            for i, t in enumerate(tiers)
+        ]
+        if len(tiers) > 1
+        else []
+    )
     if not local_fills:  # fills[i] writes into tiers[i]: the local tier is the last
         fills = fills[:-1]
     presence = None

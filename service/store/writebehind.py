@@ -4,6 +4,16 @@ RocksDB, and of the local RocksDB from Redis and from change notifications.
 No request waits on it. When the queue is full, new items are dropped and
 counted (livefeat_write_behind_dropped_total): a fill is an optimisation, and
 a bounded queue keeps a slow tier from growing memory without limit.
+
+The fill of the local RocksDB (`remember`) skips what it has already written: a
+row Redis serves again and again (every L1 expiry, or every read with L1 off) is
+offered each time with the same header (event time and version), and RocksDB,
+which keeps it as its last good copy, already has it. Without that, each such
+row cost a queue entry, a RocksDB read-compare-write, and the Python of both
+under the GIL the serving loop needs. A notification's newer value has another
+header and is written. The memory of what was written holds the key's hash and
+the 8-byte header, at most `remember` keys (then it starts again), and is
+forgotten when a write fails (the tier may not hold what was queued).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from service import metrics
 from service.errors import TierError
+from service.stored import HEADER_SIZE
 
 Items = Sequence[tuple[bytes, bytes]]
 log = logging.getLogger(__name__)
@@ -29,6 +40,7 @@ class WriteBehind:
         put: Callable[[Items], Awaitable[object]],
         max_items: int = 200_000,
         batch_items: int = 2_000,
+        remember: int = 0,
     ) -> None:
         self.name = name
         self.max_items = max_items
@@ -39,6 +51,8 @@ class WriteBehind:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._remember = remember
+        self._written: dict[int, bytes] = {}  # hash(key) -> header of the value queued
         self._dropped = metrics.WRITE_BEHIND_DROPPED.labels(name)
         self._depth = metrics.WRITE_BEHIND_QUEUED.labels(name)
 
@@ -47,12 +61,21 @@ class WriteBehind:
 
     def offer(self, items: Items) -> int:
         """Queue what fits; returns how many items were dropped. Never blocks."""
+        if self._remember:
+            written = self._written
+            items = [(k, v) for k, v in items if written.get(hash(k)) != v[:HEADER_SIZE]]
+            if not items:
+                return 0
         room = self.max_items - len(self._queue)
         take = list(items[: max(room, 0)])
         dropped = len(items) - len(take)
         if dropped:
             self._dropped.inc(dropped)
         if take:
+            if self._remember:
+                if len(self._written) + len(take) > self._remember:
+                    self._written.clear()
+                self._written.update([(hash(k), v[:HEADER_SIZE]) for k, v in take])
             self._queue += take
             self._depth.set(len(self._queue))
             self._idle.clear()
@@ -74,8 +97,9 @@ class WriteBehind:
             try:
                 await self._put(batch)
             except TierError:  # counted where the tier call is recorded
-                pass
+                self._written.clear()
             except Exception:  # a bug must not end the task: later fills still matter
+                self._written.clear()
                 log.exception("a background write of %d rows into %s failed", len(batch), self.name)
 
     async def drain(self, timeout_s: float = 5.0) -> None:

@@ -64,7 +64,42 @@ def test_stored_value_has_no_names_or_type_tags(codec: ViewCodec) -> None:
     assert b"viewers" not in raw and b"category" not in raw
     fixed = HEADER_SIZE + 8 + 8 + 4 + 1 + 3 * 4
     strings = 2 + len(b"gaming") + 2 + len("héllo ✓".encode())
-    assert len(raw) == fixed + strings
+    served = b'\x1e1099511627776\x1f0.125\x1f0.5\x1ftrue\x1f"gaming"\x1f[0.25,-1.5,3.0]\x1f'
+    served += '"héllo ✓"\x1e'.encode()
+    assert raw[fixed + strings :] == served  # the JSON values, without names
+    assert len(raw) == fixed + strings + len(served)
+
+
+def test_small_integer_views_carry_no_served_section() -> None:
+    pairs = ViewCodec("aff", [Feature("a", "int64", 0, 0), Feature("b", "int64", 0, -1)])
+    assert not pairs.served
+    assert len(pairs.encode(5, {"a": 1, "b": 2})) == HEADER_SIZE + 16
+
+
+def test_values_without_a_served_section_read_the_same(codec: ViewCodec) -> None:
+    """Values written before the section existed (same schema version, same keys)."""
+    raw = codec.encode(5, VALUES)
+    plain = ViewCodec("room_stats", FEATURES)
+    plain.served = False  # writes as before the section
+    binary = plain.encode(5, VALUES)
+    assert raw.startswith(binary) and len(raw) > len(binary)
+    assert codec.decode_row(binary) == codec.decode_row(raw) == codec.decode_row_reference(raw)
+    assert codec.decode_values(binary) == codec.decode_values(raw)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[:-1],  # cut short: no closing mark
+        lambda raw: raw.replace(b"\x1ftrue\x1f", b"\x1f"),  # a value missing
+        lambda raw: raw + b"\x1e",  # the closing mark twice
+    ],
+)
+def test_damaged_served_section_is_refused(codec: ViewCodec, damage: object) -> None:
+    raw = codec.encode(5, VALUES)
+    bad = damage(raw)  # type: ignore[operator]
+    with pytest.raises(CorruptValue):
+        codec.decode_row(bad)
 
 
 def test_default_row(codec: ViewCodec) -> None:

@@ -175,3 +175,44 @@ def test_rows_read_near_their_expiry_are_refreshed_in_the_background() -> None:
         await store.close()
 
     asyncio.run(go())
+
+
+def test_local_fill_skips_rows_it_already_wrote() -> None:
+    """Rows the upper tier serves again (L1 off here) are written into the local tier
+    once; a newer value is written again; after a failed write everything is again."""
+
+    async def go() -> None:
+        upper, lower = (
+            CountingTier("upper", {b"a": value(1), b"b": value(2)}),
+            CountingTier("lower"),
+        )
+        store = assemble(L1Cache(0, 60.0), [upper, lower])
+        for _ in range(3):
+            assert await store.get_many([b"a", b"b"], [decode] * 2) == [1, 2]
+            await asyncio.sleep(0.01)
+        assert lower.put_items == 2 and lower.data == upper.data
+        upper.data[b"a"] = value(3)  # newer in the upper tier (its notification was lost)
+        assert await store.get_many([b"a", b"b"], [decode] * 2) == [3, 2]
+        await asyncio.sleep(0.01)
+        assert lower.put_items == 3 and lower.data[b"a"] == value(3)
+        lower.down = True
+        upper.data[b"a"] = value(4)
+        await store.get_many([b"a"], [decode])
+        await asyncio.sleep(0.01)
+        lower.down = False  # the failed write may have lost what it was given: forgotten
+        await store.get_many([b"a", b"b"], [decode] * 2)
+        await store.close()
+        assert lower.put_items == 5 and lower.data[b"a"] == value(4)
+
+    asyncio.run(go())
+
+
+class CountingTier(DictTier):
+    def __init__(self, name: str, data: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(name, data)
+        self.put_items = 0
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        result = await super().put_many(items)
+        self.put_items += len(items)
+        return result
