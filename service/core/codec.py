@@ -191,13 +191,6 @@ SECTION_BYTE: Final = SECTION[0]
 SEPARATOR: Final = b"\x1f"
 
 
-def served_section_pays(features: Sequence[Feature]) -> bool:
-    """Whether a view's stored values carry the served section: when rendering its JSON
-    at read time costs much more than filling the template (measured: a float vector
-    or more than 8 features; a row of a few integers renders as fast as it is filled)."""
-    return len(features) > 8 or any(f.type in ("float_vector", "float") for f in features)
-
-
 # Part of every schema version: bump it when the stored form itself changes
 # (2: the 8-byte header), so that old values are never misread as new ones.
 STORED_FORM = 2
@@ -247,10 +240,10 @@ class ViewCodec:
         self._numeric = struct.Struct(f"<{len(scalars)}f")
         self._vector_spans = [(o, o + 4 * dim, dim) for _, o, dim in self._vector_slots]
         # The served section (module docstring): each feature's JSON value, in registry
-        # order, filled into this template; by default only views where it pays carry
-        # one (the registry's `served_json` decides otherwise). Only writes change:
+        # order, filled into this template; only views with `served_json: true` in the
+        # registry carry one (off by default: docs/design.md). Only writes change:
         # values are read with or without one.
-        self.served = served_section_pays(self.features) if served is None else served
+        self.served = bool(served)
         self._json_template = b",".join(
             orjson.dumps(name).replace(b"%", b"%%") + b":%s" for name in self._names
         )

@@ -38,7 +38,7 @@ VALUES = {
 
 @pytest.fixture
 def codec() -> ViewCodec:
-    return ViewCodec("room_stats", FEATURES)
+    return ViewCodec("room_stats", FEATURES, served=True)
 
 
 def test_round_trip_values(codec: ViewCodec) -> None:
@@ -70,9 +70,10 @@ def test_stored_value_has_no_names_or_type_tags(codec: ViewCodec) -> None:
     assert len(raw) == fixed + strings + len(served)
 
 
-def test_small_integer_views_carry_no_served_section() -> None:
+def test_views_carry_no_served_section_unless_the_registry_asks() -> None:
     pairs = ViewCodec("aff", [Feature("a", "int64", 0, 0), Feature("b", "int64", 0, -1)])
     assert not pairs.served
+    assert not ViewCodec("room_stats", FEATURES).served
     assert len(pairs.encode(5, {"a": 1, "b": 2})) == HEADER_SIZE + 16
 
 

@@ -74,7 +74,7 @@ def rows(draw: st.DrawFn) -> tuple[ViewCodec, int, dict[str, object]]:
     feats = draw(features())
     values = {f.name: draw(value_of(f)) for f in feats}
     event_time = draw(st.integers(0, EVENT_TIME_MAX))
-    return ViewCodec("v", feats), event_time, values
+    return ViewCodec("v", feats, served=draw(st.booleans())), event_time, values
 
 
 def same(feature: Feature, got: object, sent: object) -> bool:
@@ -134,7 +134,7 @@ def test_batch_encoding_is_the_row_encoding(row: tuple[ViewCodec, int, dict[str,
 @given(features(), st.data())
 def test_batch_of_many_rows_is_the_row_encoding(feats: list[Feature], data: st.DataObject) -> None:
     """A batch renders the served sections column by column: row by row, the same bytes."""
-    codec = ViewCodec("v", feats)
+    codec = ViewCodec("v", feats, served=data.draw(st.booleans()))
     n = data.draw(st.integers(1, 6))
     batch = [{f.name: check_value(f, data.draw(value_of(f))) for f in feats} for _ in range(n)]
     times = [data.draw(st.integers(0, EVENT_TIME_MAX)) for _ in range(n)]
@@ -160,7 +160,7 @@ def decode_or_corrupt(codec: ViewCodec, raw: bytes) -> None:
 
 @given(features(), st.binary(max_size=300))
 def test_random_bytes_decode_or_raise_corrupt_value(feats: list[Feature], raw: bytes) -> None:
-    decode_or_corrupt(ViewCodec("v", feats), raw)
+    decode_or_corrupt(ViewCodec("v", feats, served=True), raw)
 
 
 @given(rows(), st.data())

@@ -80,17 +80,17 @@ def test_not_yaml_and_missing_file(tmp_path) -> None:
         load_registry(tmp_path / "missing.yaml")
 
 
-def test_served_json_defaults_to_where_it_pays_and_can_be_set() -> None:
+def test_served_json_is_off_unless_set() -> None:
     reg = parse_registry(GOOD, "reg.yaml")
-    assert reg.views["room_stats"].codec.served  # a float vector
-    assert not reg.views["user_profile"].codec.served  # one string
-    text = GOOD.replace(
-        "storage_ttl_s: 86400\n", "storage_ttl_s: 86400\n    served_json: false\n", 1
-    )
-    text = text.replace("max_age_s: 60\n", "max_age_s: 60\n    served_json: true\n", 1)
-    reg = parse_registry(text, "reg.yaml")
     assert not reg.views["room_stats"].codec.served
-    assert reg.views["user_profile"].codec.served
+    assert not reg.views["user_profile"].codec.served
+    text = GOOD.replace(
+        "storage_ttl_s: 86400\n", "storage_ttl_s: 86400\n    served_json: true\n", 1
+    )
+    text = text.replace("max_age_s: 60\n", "max_age_s: 60\n    served_json: false\n", 1)
+    reg = parse_registry(text, "reg.yaml")
+    assert reg.views["room_stats"].codec.served
+    assert not reg.views["user_profile"].codec.served
     # The layout, hence the keys, do not depend on it.
     assert (
         reg.views["room_stats"].key_prefix
