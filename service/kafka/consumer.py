@@ -87,6 +87,7 @@ class KafkaIngest:
         self._in_hand = 0  # batches read and not yet committed (or given up)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._revoking = False  # a rebalance waits for the batches in hand
         self._stop = asyncio.Event()
         self._done: dict[TopicPartition, int] = {}  # next offset to read, as committed
         self._m = {topic: _TopicMetrics(topic) for topic in parsers}
@@ -104,14 +105,19 @@ class KafkaIngest:
         self._stop.set()
 
     async def run(self) -> None:
-        """Poll, write, commit, until `stop()`. Kafka errors are logged and retried.
+        """Poll, check, write, commit, until `stop()`. Kafka errors are logged and retried.
 
-        One batch at a time: overlapping the check of a batch with the write of the one
-        before it measured no faster here (the loop's CPU is the bottleneck).
+        Two batches in hand at most: one is checked (this process's CPU) while the one
+        before it is written and committed (mostly waiting for Redis and the broker); it is
+        written only once that one is committed, so writes and commits stay in order.
         """
         self.running = True
+        writing: asyncio.Future[None] | None = None
         try:
             while not self._stop.is_set():
+                if writing is not None and (writing.done() or self._revoking):
+                    await writing  # a rebalance waits: take no more batches meanwhile
+                    writing = None
                 try:
                     got = await self.consumer.getmany(
                         timeout_ms=self.options.poll_timeout_ms,
@@ -125,11 +131,21 @@ class KafkaIngest:
                 if got:
                     self._in_hand += 1
                     self._idle.clear()
-                    await self._finish(got, *self._check(got))
+                    checked = self._check(got)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(self._finish(got, *checked))
                 self._update_lag()
+            if writing is not None:  # stopping: the batches in hand are written first
+                await writing
+                writing = None
         except Stopping:
             log.warning("stopped with a batch not written: it will be read again")
         finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
             self._in_hand = 0  # nothing more will be committed: a rebalance need not wait
             self._idle.set()
             self.running = False
@@ -246,7 +262,11 @@ class KafkaIngest:
 
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Wait until the batches in hand are written and committed; forget the partitions."""
-        await self._idle.wait()
+        self._revoking = True
+        try:
+            await self._idle.wait()
+        finally:
+            self._revoking = False
         for tp in revoked:
             self._done.pop(tp, None)
             with contextlib.suppress(KeyError):
