@@ -80,11 +80,16 @@ class _Shape:
     """The fields of a group of messages (a set of names; the first message's order)."""
 
     names: tuple[str, ...]
+    fields: frozenset[str]  # the same names
     get: Callable[[dict[str, Any]], tuple[Any, ...]]  # the fields' values, in `names` order
     key_at: tuple[int, ...]  # where the key columns are in `names`
     time_at: int
     features: tuple[tuple[int, Feature], ...]  # (index in `names`, feature)
     full: bool  # every feature of the view
+
+
+# A group of messages of one shape: (shape, positions, field values in the shape's order).
+_Group = tuple[_Shape, list[int], list[tuple[Any, ...]]]
 
 
 class MessageParser:
@@ -188,7 +193,7 @@ class MessageParser:
         groups, slow = self._group(values)
         now = self._clock_ms()
         full: list[ColumnRows] = []
-        for shape, (positions, rows) in groups.items():
+        for shape, positions, rows in groups:
             if len(rows) < _MIN_GROUP:  # cheaper one by one
                 slow += positions
             else:
@@ -204,18 +209,17 @@ class MessageParser:
         out.bad.sort(key=_first)
         return out
 
-    def _group(
-        self, values: Sequence[bytes | None]
-    ) -> tuple[dict[_Shape, tuple[list[int], list[tuple[Any, ...]]]], list[int]]:
+    def _group(self, values: Sequence[bytes | None]) -> tuple[list[_Group], list[int]]:
         """Parse the JSON of every message and group the objects by their set of fields:
-        shape -> (positions, each message's field values in the shape's order); and the
+        (shape, positions, each message's field values in the shape's order); and the
         positions of the messages that `parse` must judge (not JSON objects, missing
         keys or event time, unknown fields, no feature)."""
         loads = orjson.loads
+        bodies: list[Any] | None
         try:  # the common case: every message an object of the same fields
             bodies = list(map(loads, values))  # type: ignore[arg-type]  # None: JSONDecodeError
         except orjson.JSONDecodeError:
-            pass
+            bodies = None
         else:
             if bodies and set(map(type, bodies)) == {dict}:
                 shape = self._shape_of(bodies[0])
@@ -225,19 +229,22 @@ class MessageParser:
                     except KeyError:
                         pass
                     else:
-                        return {shape: (list(range(len(bodies))), rows)}, []
-        groups: dict[_Shape, tuple[list[int], list[tuple[Any, ...]]]] = {}
+                        return [(shape, list(range(len(bodies))), rows)], []
+        groups: dict[frozenset[str], _Group] = {}
         slow: list[int] = []
         get: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
         size = -1
         positions: list[int] = []
         rows = []
         for pos, value in enumerate(values):
-            try:
-                body = loads(value)  # type: ignore[arg-type]  # None: JSONDecodeError
-            except orjson.JSONDecodeError:
-                slow.append(pos)
-                continue
+            if bodies is not None:
+                body = bodies[pos]
+            else:
+                try:
+                    body = loads(value)  # type: ignore[arg-type]  # None: JSONDecodeError
+                except orjson.JSONDecodeError:
+                    slow.append(pos)
+                    continue
             if type(body) is not dict:
                 slow.append(pos)
                 continue
@@ -254,11 +261,13 @@ class MessageParser:
             if found is None:
                 slow.append(pos)
                 continue
-            get, size = found.get, len(found.names)
-            positions, rows = groups.setdefault(found, ([], []))
+            # By the set of fields: a shape made again (the cache was emptied) joins the
+            # group of the first, whose order its values take.
+            shape, positions, rows = groups.setdefault(found.fields, (found, [], []))
+            get, size = shape.get, len(shape.names)
             positions.append(pos)
             rows.append(get(body))
-        return groups, slow
+        return list(groups.values()), slow
 
     def _shape_of(self, body: dict[str, Any]) -> _Shape | None:
         """The shape of a message with these fields, or None when `parse` must judge it."""
@@ -274,6 +283,7 @@ class MessageParser:
         if known and features and "event_time_ms" in names and names.issuperset(self._keys):
             shape = _Shape(
                 names=order,
+                fields=names,
                 get=itemgetter(*order),  # at least 3 names: always a tuple
                 key_at=tuple(order.index(k) for k in self._keys),
                 time_at=order.index("event_time_ms"),
