@@ -239,6 +239,7 @@ class KafkaIngest:
             log.warning("kafka commit failed (%s): the batch will be read again", exc)
             return
         self._done.update(offsets)
+        self._update_lag()  # committed in the background: the gauge follows at once
 
     def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
