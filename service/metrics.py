@@ -199,7 +199,7 @@ KAFKA_LAG = Gauge(
 )
 KAFKA_BATCH_SECONDS = Histogram(
     "livefeat_kafka_batch_duration_seconds",
-    "Time to handle one batch of messages: check, write, dead-letter, commit.",
+    "Time to handle one batch of messages: check, write (after the batch before), dead-letter, commit.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )

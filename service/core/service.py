@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from service import metrics
 from service.core.codec import EVENT_TIME, CorruptValue, Row, ViewCodec, check_value, show
 from service.core.registry import BundlePlan, Registry, ViewPlan
@@ -61,6 +63,41 @@ class PushResult:
 
     written: int
     ignored: int
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnRows:
+    """Complete, checked rows of one view given column-wise (see `write_batch`): storage
+    keys, event times (int64 array), and per feature a column as `ViewCodec.encode_columns`
+    takes it (numpy arrays for numbers, rows x dim for vectors; lists of str for strings);
+    `positions` places each row among all rows of its batch."""
+
+    keys: list[bytes]
+    event_times_ms: np.ndarray
+    columns: dict[str, Any]
+    positions: list[int]
+
+    def row(self, j: int) -> dict[str, Any]:
+        """The values of row `j` as plain Python values (as `check_value` returns them)."""
+        return {
+            name: col[j] if isinstance(col, list) else col[j].tolist()
+            for name, col in self.columns.items()
+        }
+
+    def encode(self, codec: ViewCodec, pick: list[int]) -> list[bytes]:
+        """The stored values of rows `pick` (indexes, in the order wanted)."""
+        if pick == list(range(len(self.keys))):
+            return codec.encode_columns(self.event_times_ms, self.columns)
+        index = np.asarray(pick, dtype=np.intp)
+        columns = {
+            name: [col[j] for j in pick] if isinstance(col, list) else col[index]
+            for name, col in self.columns.items()
+        }
+        return codec.encode_columns(self.event_times_ms[index], columns)
+
+
+def _position(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,35 +255,96 @@ class FeatureService:
     ) -> PushResult:
         """Write rows already checked as `push` checks them: (key, event_time_ms, values
         of known features, each passed through `check_value`). For writers that check rows
-        one by one (Kafka ingestion) and must not refuse good rows for a bad one.
+        one by one and must not refuse good rows for a bad one.
 
         Rows are applied in order, as successive pushes would be: a row not newer than
         its entity's stored or earlier row is ignored; features a row leaves out keep the
         values before it. Rows of one entity become one write. Raises TierError.
         """
+        return await self.write_batch(plan, None, list(enumerate(checked)), source,
+                                      notify_values=notify_values)  # fmt: skip
+
+    async def write_batch(
+        self,
+        plan: ViewPlan,
+        full: ColumnRows | None,
+        checked: Sequence[tuple[int, tuple[bytes, int, dict[str, Any]]]],
+        source: str = "push",
+        *,
+        notify_values: bool = True,
+    ) -> PushResult:
+        """`write_checked` for a batch given partly column-wise (Kafka ingestion): `full`
+        holds complete rows (every feature) as columns, `checked` the other rows as
+        (position, row); positions order all rows of the batch, and the rows are applied
+        in that order, exactly as `write_checked` applies a list.
+
+        The complete rows of entities with no other row in the batch need no stored
+        value: the newest (the first of equal event times) of each entity is encoded
+        column-wise, as a load encodes. Every other entity's rows are merged in order
+        over its stored row. One `put_many` for the whole batch. Raises TierError.
+        """
         codec = plan.codec
-        if not checked:
+        n_full = 0 if full is None else len(full.keys)
+        total = n_full + len(checked)
+        if not total:
             return PushResult(0, 0)
+        newest = max(t for _, (_, t, _) in checked) if checked else -1
         async with self._write_lock:
-            n_features = len(codec.features)
-            partial = list({key: 0 for key, _, v in checked if len(v) < n_features})
-            stored = dict(zip(partial, await self.store.get_stored(partial), strict=True))
-            # key -> (event time, values, rows applied); -1: nothing stored (as far as known)
-            state: dict[bytes, tuple[int, dict[str, Any], int]] = {}
-            for key, event_time_ms, values in checked:
-                now = state.get(key)
-                if now is None:
-                    now = _stored_state(codec, stored.get(key))
-                    state[key] = now
-                if event_time_ms > now[0]:
-                    full = values if len(values) == n_features else {**now[1], **values}
-                    state[key] = (event_time_ms, full, now[2] + 1)
-            applied = [(key, n) for key, (_, _, n) in state.items() if n]
-            items = [(key, codec.encode(state[key][0], state[key][1])) for key, _ in applied]
+            items: list[tuple[bytes, bytes]] = []
+            applied: list[int] = []
+            ordered = list(checked)
+            if full is not None and n_full:
+                times = full.event_times_ms.tolist()
+                newest = max(newest, max(times))
+                mixed = {row[0] for _, row in checked}
+                # key -> [event time, index of its newest row, rows applied]
+                best: dict[bytes, list[int]] = {}
+                for j, (key, t) in enumerate(zip(full.keys, times, strict=True)):
+                    if key in mixed:  # merged with the key's other rows, in order
+                        ordered.append((full.positions[j], (key, t, full.row(j))))
+                        continue
+                    now = best.get(key)
+                    if now is None:
+                        best[key] = [t, j, 1]
+                    elif t > now[0]:
+                        now[0], now[1] = t, j
+                        now[2] += 1
+                if best:
+                    encoded = full.encode(codec, [j for _, j, _ in best.values()])
+                    items += zip(best, encoded, strict=True)
+                    applied += [n for _, _, n in best.values()]
+                if len(ordered) > len(checked):
+                    ordered.sort(key=_position)
+            if ordered:
+                more, counts = await self._merge_in_order(codec, [row for _, row in ordered])
+                items += more
+                applied += counts
             flags = await self.store.put_many(items, notify_values=notify_values) if items else []
-            written = sum(n for (_, n), ok in zip(applied, flags, strict=True) if ok)
-        record_writes(plan.name, source, len(checked), written, max(t for _, t, _ in checked))
-        return PushResult(written, len(checked) - written)
+            written = sum(n for n, ok in zip(applied, flags, strict=True) if ok)
+        record_writes(plan.name, source, total, written, newest)
+        return PushResult(written, total - written)
+
+    async def _merge_in_order(
+        self, codec: ViewCodec, checked: Sequence[tuple[bytes, int, dict[str, Any]]]
+    ) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+        """The (key, value) to write of each entity of `checked`, applied in order over its
+        stored row, and how many rows each applies (entities with none are left out)."""
+        n_features = len(codec.features)
+        partial = list({key: 0 for key, _, v in checked if len(v) < n_features})
+        stored = dict(zip(partial, await self.store.get_stored(partial), strict=True))
+        # key -> (event time, values, rows applied); -1: nothing stored (as far as known)
+        state: dict[bytes, tuple[int, dict[str, Any], int]] = {}
+        for key, event_time_ms, values in checked:
+            now = state.get(key)
+            if now is None:
+                now = _stored_state(codec, stored.get(key))
+                state[key] = now
+            if event_time_ms > now[0]:
+                full = values if len(values) == n_features else {**now[1], **values}
+                state[key] = (event_time_ms, full, now[2] + 1)
+        applied = [(key, n) for key, (_, _, n) in state.items() if n]
+        items = [(key, codec.encode(state[key][0], state[key][1])) for key, _ in applied]
+        return items, [n for _, n in applied]
 
     def _check_row(self, plan: ViewPlan, field: str, row: Any) -> tuple[bytes, int, dict[str, Any]]:
         if not isinstance(row, dict):

