@@ -98,7 +98,7 @@ class AdaptiveLimit:
     workload (a slower Redis, bigger requests) moves it within that time.
     """
 
-    def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 2.0, window: int = 16,
+    def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 1.5, window: int = 16,
                  backoff: float = 0.8, baseline_s: float = 30.0,
                  lag: Callable[[], float] | None = None, lag_fraction: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
@@ -115,8 +115,10 @@ class AdaptiveLimit:
         self._lag = lag
         self.lag_fraction = lag_fraction
         self._clock = clock
-        self._limit = float(ceiling)
-        self.limit = ceiling
+        # Start low: the bound grows by one per window while answers stay fast, so it
+        # reaches what the traffic needs within a few windows, without a first burst.
+        self._limit = float(floor)
+        self.limit = floor
         self.peak = 0  # the most in flight at once in this window (kept by Admission)
         self._samples: list[float] = []
         self._bucket_s = baseline_s / 10
@@ -191,7 +193,7 @@ class Admission:
         self._limit_gauge = limit_gauge
         self._clock = clock
         if limit_gauge is not None:
-            limit_gauge.set(limit)
+            limit_gauge.set(self.limit)
 
     def __repr__(self) -> str:
         bound = self.limit or "unbounded"

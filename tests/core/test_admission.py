@@ -87,13 +87,22 @@ def adaptive_gate(ceiling: int = 16, floor: int = 2) -> tuple[Admission, Adaptiv
     return Admission(ceiling, adaptive=limit, clock=clock), limit, clock
 
 
-def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor() -> None:
+def test_adaptive_limit_starts_at_its_floor_and_grows_while_answers_stay_fast() -> None:
     gate, limit, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 1, rounds=10)  # the baseline: 4 ms
+    assert gate.limit == 2
+    burst(gate, clock, 0.004, 1, rounds=20)  # one caller: the bound is never reached
+    assert gate.limit == 2
     assert limit.baseline == pytest.approx(0.004)
+    burst(gate, clock, 0.004, 16, rounds=200)  # 16 callers, answers as fast
+    assert gate.limit == 16  # the ceiling, never more
+
+
+def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor() -> None:
+    gate, _, clock = adaptive_gate()
+    burst(gate, clock, 0.004, 16, rounds=200)
     assert gate.limit == 16
-    burst(gate, clock, 0.040, 10)  # 10 at once, 10x the baseline: they queue
-    assert gate.limit == 8  # 0.8 x the 10 seen at once
+    burst(gate, clock, 0.040, 10, rounds=2)  # 10 at once, 10x the baseline: they queue
+    assert gate.limit in (8, 6)  # 0.8 x the 10 seen at once (then 0.8 x 8)
     seen = []
     for _ in range(10):
         burst(gate, clock, 0.040, 10)
@@ -105,7 +114,7 @@ def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor()
 
 def test_slow_answers_without_concurrency_shrink_nothing() -> None:
     gate, _, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.004, 16, rounds=200)
     burst(gate, clock, 0.100, 1, rounds=50)  # big requests or a slow Redis, one at a time
     burst(gate, clock, 0.100, 2, rounds=50)  # two at a time: not over the floor
     assert gate.limit == 16
@@ -113,7 +122,7 @@ def test_slow_answers_without_concurrency_shrink_nothing() -> None:
 
 def test_adaptive_limit_grows_only_when_demand_reaches_it() -> None:
     gate, _, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.004, 16, rounds=200)
     burst(gate, clock, 0.040, 10, rounds=20)
     assert gate.limit == 2
     burst(gate, clock, 0.004, 1, rounds=10)  # fast again (one window mixes in the last bursts)
@@ -122,13 +131,14 @@ def test_adaptive_limit_grows_only_when_demand_reaches_it() -> None:
     assert gate.limit == settled <= 3
     burst(gate, clock, 0.005, 8, rounds=5)  # 8 callers, fast answers: the bound is reached
     assert gate.limit == settled + 1
-    burst(gate, clock, 0.007, 8, rounds=50)  # within 2x the baseline: up to the demand
+    burst(gate, clock, 0.0055, 8, rounds=50)  # within 1.5x the baseline: up to the demand
     assert gate.limit == 9  # grew past the demand by one, then the peak no longer reached it
 
 
-def test_adaptive_limit_never_over_its_ceiling_and_forgets_an_old_baseline() -> None:
+def test_adaptive_limit_forgets_an_old_baseline() -> None:
     gate, limit, clock = adaptive_gate(ceiling=4)
-    burst(gate, clock, 0.001, 1, rounds=10)
+    burst(gate, clock, 0.001, 4, rounds=50)
+    assert gate.limit == 4
     burst(gate, clock, 0.010, 4, rounds=20)
     assert gate.limit == 2
     burst(gate, clock, 0.010, 4, rounds=20)  # the bound is reached, but 10x the baseline
@@ -148,15 +158,16 @@ def test_adaptive_settings_are_checked() -> None:
     clock = Clock()
     gate = Admission(8, adaptive=AdaptiveLimit(8, window=4, clock=clock), limit_gauge=gauge,
                      clock=clock)  # fmt: skip
-    assert gauge._value.get() == 8
-    burst(gate, clock, 0.001, 1, rounds=4)
-    burst(gate, clock, 0.010, 4)
-    assert gauge._value.get() == gate.limit == 3
+    assert gauge._value.get() == 2  # the floor, to start
+    burst(gate, clock, 0.001, 8, rounds=20)
+    assert gauge._value.get() == gate.limit == 8
+    burst(gate, clock, 0.010, 8)
+    assert gauge._value.get() == gate.limit < 8
 
 
 def test_writes_are_bounded_by_the_ceiling_only_and_count_toward_it() -> None:
     gate, _, clock = adaptive_gate(ceiling=4)
-    burst(gate, clock, 0.001, 1, rounds=10)
+    burst(gate, clock, 0.001, 4, rounds=50)
     burst(gate, clock, 0.020, 4, rounds=20)
     assert gate.limit == 2  # reads queue: their bound is at the floor
     gate.enter_write()
@@ -189,7 +200,7 @@ def test_queueing_with_an_idle_loop_shrinks_nothing() -> None:
     lag = {"s": 0.0}
     limit = AdaptiveLimit(16, window=10, lag=lambda: lag["s"], clock=clock)
     gate = Admission(16, adaptive=limit, clock=clock)
-    burst(gate, clock, 0.004, 1, rounds=10)
+    burst(gate, clock, 0.004, 16, rounds=200)
     burst(gate, clock, 0.040, 10, rounds=20)  # 10x the baseline, loop on time
     assert gate.limit == 16
     lag["s"] = 0.003  # the loop runs 3 ms late: over half the 4 ms baseline
