@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # min_in_flight (or max_in_flight if lower) and max_in_flight; "fixed": always
     # max_in_flight. docs/operations.md, "Overload".
     admission: Literal["adaptive", "fixed"] = "adaptive"
-    min_in_flight: int = Field(default=1, ge=1)
+    min_in_flight: int = Field(default=2, ge=1)
     overload_retry_after_s: float = Field(default=1.0, gt=0)
     # `livefeat load` into Redis: at most this many rows/s (0: no limit). Unset: no
     # limit unless serving replicas subscribe to this Redis's change feed, then

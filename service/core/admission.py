@@ -100,7 +100,7 @@ class AdaptiveLimit:
 
     def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 1.5, window: int = 16,
                  backoff: float = 0.8, baseline_s: float = 30.0,
-                 lag: Callable[[], float] | None = None, lag_fraction: float = 0.5,
+                 lag: Callable[[], float] | None = None, lag_fraction: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
