@@ -94,6 +94,11 @@ class AdaptiveLimit:
     - median within that, and the peak reached the limit (demand is at least the
       limit): it grows by one, never over `ceiling`;
     - otherwise it stays: an idle process does not raise its bound.
+    Except: with more than `spin_ratio` refusals per answer in the window, callers
+    retry at once instead of backing off; refusing them costs more CPU than it
+    saves (and the lateness it causes would shrink the bound further, down to a
+    process busy with refusals only), so the bound grows by one instead and does
+    not shrink for `spin_hold_s`: such callers get what no bound would give them.
     A baseline older than `baseline_s` is forgotten, so a lasting change of the
     workload (a slower Redis, bigger requests) moves it within that time.
     """
@@ -101,6 +106,7 @@ class AdaptiveLimit:
     def __init__(self, ceiling: int, floor: int = 2, tolerance: float = 1.5, window: int = 16,
                  backoff: float = 0.8, baseline_s: float = 30.0,
                  lag: Callable[[], float] | None = None, lag_fraction: float = 1.0,
+                 spin_ratio: float = 4.0, spin_hold_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
@@ -114,12 +120,16 @@ class AdaptiveLimit:
         self.baseline_s = baseline_s
         self._lag = lag
         self.lag_fraction = lag_fraction
+        self.spin_ratio = spin_ratio
+        self.spin_hold_s = spin_hold_s
+        self._spinning_until = float("-inf")
         self._clock = clock
         # Start low: the bound grows by one per window while answers stay fast, so it
         # reaches what the traffic needs within a few windows, without a first burst.
         self._limit = float(floor)
         self.limit = floor
         self.peak = 0  # the most in flight at once in this window (kept by Admission)
+        self.refusals = 0  # reads refused in this window (counted by Admission)
         self._samples: list[float] = []
         self._bucket_s = baseline_s / 10
         self._minima: deque[tuple[int, float]] = deque()  # (bucket number, lowest median)
@@ -154,8 +164,16 @@ class AdaptiveLimit:
             minima.append((bucket, median))
         baseline = min(m for _, m in minima)
         lag_s = self._lag() if self._lag is not None else None
-        if median > self.tolerance * baseline:
-            if self.peak > self.floor and (lag_s is None or lag_s > self.lag_fraction * baseline):
+        refusals, self.refusals = self.refusals, 0
+        now = self._clock()
+        if refusals > self.spin_ratio * self.window:
+            # Callers retry at once: refusing them costs the loop more than serving
+            # them would, and the lateness it causes would only shrink the bound more.
+            self._spinning_until = now + self.spin_hold_s
+            self._limit = min(float(self.ceiling), self._limit + 1)
+        elif median > self.tolerance * baseline:
+            if (self.peak > self.floor and now >= self._spinning_until
+                    and (lag_s is None or lag_s > self.lag_fraction * baseline)):  # fmt: skip
                 self._limit = max(float(self.floor), min(self._limit, self.peak) * self.backoff)
         elif self.peak >= self.limit:
             self._limit = min(float(self.ceiling), self._limit + 1)
@@ -224,6 +242,8 @@ class Admission:
         """Admit one read and return when. Raises Overloaded (and counts it) at the bound."""
         limit = self.limit
         if limit and (self.reads >= limit or self.in_flight >= self.ceiling):
+            if self._adaptive is not None:
+                self._adaptive.refusals += 1
             raise self._refuse(limit)
         self._admit()
         self.reads += 1

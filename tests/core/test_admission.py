@@ -81,6 +81,15 @@ def burst(gate: Admission, clock: Clock, latency_s: float, callers: int, rounds:
     return refused
 
 
+def warm(gate: Admission, clock: Clock, latency_s: float = 0.004) -> None:
+    """Demand one over the bound, answers at `latency_s`, until the bound is the ceiling."""
+    for _ in range(1000):
+        if gate.limit == gate.ceiling:
+            return
+        burst(gate, clock, latency_s, gate.limit + 1)
+    raise AssertionError(f"the bound never grew to its ceiling: {gate!r}")
+
+
 def adaptive_gate(ceiling: int = 16, floor: int = 2) -> tuple[Admission, AdaptiveLimit, Clock]:
     clock = Clock()
     limit = AdaptiveLimit(ceiling, floor=floor, window=10, clock=clock)
@@ -93,13 +102,14 @@ def test_adaptive_limit_starts_at_its_floor_and_grows_while_answers_stay_fast() 
     burst(gate, clock, 0.004, 1, rounds=20)  # one caller: the bound is never reached
     assert gate.limit == 2
     assert limit.baseline == pytest.approx(0.004)
-    burst(gate, clock, 0.004, 16, rounds=200)  # 16 callers, answers as fast
+    warm(gate, clock)  # more callers than places, answers as fast
+    burst(gate, clock, 0.004, 16, rounds=50)
     assert gate.limit == 16  # the ceiling, never more
 
 
 def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor() -> None:
     gate, _, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 16, rounds=200)
+    warm(gate, clock)
     assert gate.limit == 16
     burst(gate, clock, 0.040, 10, rounds=2)  # 10 at once, 10x the baseline: they queue
     assert gate.limit in (8, 6)  # 0.8 x the 10 seen at once (then 0.8 x 8)
@@ -114,7 +124,7 @@ def test_adaptive_limit_shrinks_while_requests_queue_and_never_under_its_floor()
 
 def test_slow_answers_without_concurrency_shrink_nothing() -> None:
     gate, _, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 16, rounds=200)
+    warm(gate, clock)
     burst(gate, clock, 0.100, 1, rounds=50)  # big requests or a slow Redis, one at a time
     burst(gate, clock, 0.100, 2, rounds=50)  # two at a time: not over the floor
     assert gate.limit == 16
@@ -122,7 +132,7 @@ def test_slow_answers_without_concurrency_shrink_nothing() -> None:
 
 def test_adaptive_limit_grows_only_when_demand_reaches_it() -> None:
     gate, _, clock = adaptive_gate()
-    burst(gate, clock, 0.004, 16, rounds=200)
+    warm(gate, clock)
     burst(gate, clock, 0.040, 10, rounds=20)
     assert gate.limit == 2
     burst(gate, clock, 0.004, 1, rounds=10)  # fast again (one window mixes in the last bursts)
@@ -200,7 +210,7 @@ def test_queueing_with_an_idle_loop_shrinks_nothing() -> None:
     lag = {"s": 0.0}
     limit = AdaptiveLimit(16, window=10, lag=lambda: lag["s"], clock=clock)
     gate = Admission(16, adaptive=limit, clock=clock)
-    burst(gate, clock, 0.004, 16, rounds=200)
+    warm(gate, clock)
     burst(gate, clock, 0.040, 10, rounds=20)  # 10x the baseline, loop on time
     assert gate.limit == 16
     lag["s"] = 0.002  # the loop runs 2 ms late: under the 4 ms baseline
@@ -227,3 +237,17 @@ def test_loop_lag_measures_how_late_the_loop_wakes() -> None:
     idle, busy = asyncio.run(main())
     assert busy > 0.005 > idle
     assert LoopLag().take() == 0.0
+
+
+def test_callers_that_retry_at_once_stop_the_bound_from_shrinking() -> None:
+    """Refusals outnumbering answers 4 to 1: refusing costs more than serving."""
+    clock = Clock()
+    lag = {"s": 0.010}  # the loop is late: refusals cost CPU too
+    limit = AdaptiveLimit(16, window=10, lag=lambda: lag["s"], clock=clock)
+    gate = Admission(16, adaptive=limit, clock=clock)
+    warm(gate, clock)
+    burst(gate, clock, 0.040, 10, rounds=20)  # queueing: down to the floor
+    assert gate.limit == 2
+    for _ in range(30):  # 60 callers retrying at once against 2 places
+        burst(gate, clock, 0.040, 60)
+    assert gate.limit > 2
