@@ -8,6 +8,7 @@ the new value, and before `put_many` returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -63,7 +64,16 @@ class Writer:
         there: a write Redis refused is not left in this replica's RocksDB, where it would
         be served while Redis is away and then vanish (reads going back in time). If
         RocksDB fails after Redis took the write, Redis keeps it; sending it again is
-        harmless (newest event wins)."""
+        harmless (newest event wins).
+
+        A write once begun runs to its end even if the caller is cancelled (its client
+        went away, its deadline passed): a cancelled caller would otherwise leave the
+        write in part, some script calls of a batch in Redis and others not, other
+        replicas untold. The caller still gets CancelledError, once the write is done,
+        so that what bounds callers (the write lock, admission) bounds the write too."""
+        return await _to_the_end(self._put_many(items, notify_values))
+
+    async def _put_many(self, items: Items, notify_values: bool) -> list[bool]:
         results: list[list[bool]] = []
         try:
             for tier in self.tiers:
@@ -77,3 +87,25 @@ class Writer:
             changed = [item for item, w in zip(items, written, strict=True) if w]
             await self.publisher.publish(changed, notify_values)
         return written
+
+
+async def _to_the_end(work: Any) -> Any:
+    """Await the coroutine `work`, which a cancellation of the caller does not stop:
+    the caller waits for it all the same, then the cancellation is raised."""
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():  # the work itself was cancelled (the loop is closing)
+                raise
+            cancelled = exc
+            continue
+        except Exception:
+            if cancelled is not None:  # the caller is gone: it gets its cancellation
+                raise cancelled from None
+            raise
+        if cancelled is not None:
+            raise cancelled
+        return result

@@ -176,3 +176,39 @@ def test_redis_killed_mid_run_answers_come_from_rocksdb(tmp_path: Path) -> None:
         asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_a_push_cancelled_mid_write_is_stored_whole_or_not_at_all(
+    redis_server: RedisServer,
+) -> None:
+    """A 200-row write takes 4 script calls: a caller cancelled between them (its client
+    SIGKILLed, its deadline passed) must not leave 50, 100 or 150 rows in Redis. Cancelled
+    at random points; every batch is then found whole or absent (newest wins makes a
+    whole batch the only other outcome)."""
+    rng = random.Random(7)
+    batches, rows = 40, 200
+
+    async def go() -> list[int]:
+        t = tier(redis_server.url)
+        store = assemble(L1Cache(1000, 60.0), [t])
+        counts = []
+        try:
+            for b in range(batches):
+                keys = [key(10_000 + b * rows + i) for i in range(rows)]
+                caller = asyncio.create_task(store.put_many([(k, value(5)) for k in keys]))
+                for _ in range(rng.randrange(40)):  # some loop turns: some round trips
+                    await asyncio.sleep(0)
+                caller.cancel()
+                try:
+                    await caller
+                except asyncio.CancelledError:
+                    pass
+                stored = await t.get_many(keys)
+                counts.append(sum(v is not None for v in stored))
+        finally:
+            await store.close()
+        return counts
+
+    counts = asyncio.run(go())
+    assert all(n in (0, rows) for n in counts), counts
+    assert rows in counts  # some were cancelled late enough to be stored

@@ -216,3 +216,67 @@ class CountingTier(DictTier):
         result = await super().put_many(items)
         self.put_items += len(items)
         return result
+
+
+class GatedTier(DictTier):
+    """Writes half of each batch, then waits for `gate` before the other half."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.gate = asyncio.Event()
+        self.halfway = asyncio.Event()
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        half = len(items) // 2
+        first = await super().put_many(items[:half])
+        self.halfway.set()
+        await self.gate.wait()
+        return first + await super().put_many(items[half:])
+
+
+def test_a_cancelled_writer_leaves_its_write_whole_not_in_part() -> None:
+    """A caller cancelled mid-write (client gone, deadline passed) does not stop the write:
+    every item reaches every tier and L1 forgets them, before the caller sees its
+    cancellation."""
+
+    async def go() -> None:
+        upper, lower = GatedTier("upper"), DictTier("lower")
+        store = make(upper, lower)
+        keys = [b"k%d" % i for i in range(10)]
+        assert await store.get_many(keys, [decode] * 10) == [None] * 10  # cached as absent
+        caller = asyncio.create_task(store.put_many([(k, value(7)) for k in keys]))
+        await upper.halfway.wait()
+        caller.cancel()
+        await asyncio.sleep(0.01)
+        assert not caller.done()  # it waits for the write it started
+        upper.gate.set()
+        try:
+            await caller
+            raise AssertionError("the caller was cancelled: it must see CancelledError")
+        except asyncio.CancelledError:
+            pass
+        assert all(upper.data[k] == lower.data[k] == value(7) for k in keys)
+        assert await store.get_many(keys, [decode] * 10) == [7] * 10
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_write_that_fails_after_its_caller_was_cancelled_raises_the_cancellation() -> None:
+    async def go() -> None:
+        upper, lower = GatedTier("upper"), DictTier("lower")
+        store = make(upper, lower)
+        caller = asyncio.create_task(store.put_many([(b"a", value(1)), (b"b", value(1))]))
+        await upper.halfway.wait()
+        caller.cancel()
+        upper.down = True  # the second half fails
+        upper.gate.set()
+        try:
+            await caller
+            raise AssertionError("expected CancelledError")
+        except asyncio.CancelledError:
+            pass
+        assert lower.data == {}  # a write the shared tier refused stops there
+        await store.close()
+
+    asyncio.run(go())
