@@ -1,6 +1,7 @@
 """The Redis tier against real redis-server processes started by the tests."""
 
 import asyncio
+import contextlib
 import random
 import struct
 from pathlib import Path
@@ -199,10 +200,8 @@ def test_a_push_cancelled_mid_write_is_stored_whole_or_not_at_all(
                 for _ in range(rng.randrange(40)):  # some loop turns: some round trips
                     await asyncio.sleep(0)
                 caller.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await caller
-                except asyncio.CancelledError:
-                    pass
                 stored = await t.get_many(keys)
                 counts.append(sum(v is not None for v in stored))
         finally:
