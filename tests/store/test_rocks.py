@@ -1,11 +1,12 @@
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
 from service.core.codec import header
 from service.errors import DataDirBusy
-from service.store.rocks import RocksTier
+from service.store.rocks import INLINE_READ_KEYS, RocksTier
 
 
 def value(event_time_ms: int, payload: bytes = b"x") -> bytes:
@@ -56,3 +57,54 @@ def test_second_opener_is_refused_with_a_clear_error(tmp_path: Path) -> None:
             RocksTier(tmp_path / "db")
     finally:
         tier.close_sync()
+
+
+@pytest.mark.parametrize("n", [1, 5, INLINE_READ_KEYS, INLINE_READ_KEYS + 1, 300])
+def test_reads_of_any_size_answer_aligned_with_their_keys(tmp_path: Path, n: int) -> None:
+    """Small reads run on the loop (one key: a plain get), bigger ones on the pool:
+    each answers value for value, absent keys None."""
+
+    async def go() -> None:
+        tier = RocksTier(tmp_path / "db")
+        try:
+            await tier.put_many([(b"k%d" % i, value(i + 1, b"v%d" % i)) for i in range(0, n, 2)])
+            keys = [b"k%d" % i for i in range(n)]
+            want = [value(i + 1, b"v%d" % i) if i % 2 == 0 else None for i in range(n)]
+            assert await tier.get_many(keys) == want
+        finally:
+            await tier.close()
+
+    asyncio.run(go())
+
+
+def test_a_small_read_during_a_reopen_waits_on_the_pool_not_the_loop(tmp_path: Path) -> None:
+    """While a reopen has the database (the gate exclusive), a small read does not block
+    the event loop on the gate: it goes to the pool and answers once the reopen ends."""
+
+    async def go() -> None:
+        tier = RocksTier(tmp_path / "db")
+        try:
+            await tier.put_many([(b"k", value(1))])
+            held, release = threading.Event(), threading.Event()
+
+            def reopen() -> None:
+                with tier._gate.exclusive():
+                    held.set()
+                    release.wait(10)
+
+            thread = threading.Thread(target=reopen)
+            thread.start()
+            held.wait(10)
+            read = asyncio.create_task(tier.get_many([b"k"]))
+            ticks = 0
+            for _ in range(20):  # the loop keeps turning while the read waits
+                await asyncio.sleep(0.005)
+                ticks += 1
+            assert not read.done() and ticks == 20
+            release.set()
+            assert await read == [value(1)]
+            thread.join(10)
+        finally:
+            await tier.close()
+
+    asyncio.run(go())
