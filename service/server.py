@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Awaitable, Iterator
@@ -165,6 +166,7 @@ async def serve(
             http_task = asyncio.create_task(_run_http(http, sockets))
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
             lag_task = asyncio.create_task(lag.run())
+            _freeze_startup_objects()
             log.info("serving", http=address(settings.http_host, settings.http_port),
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
                      registry=str(settings.registry),
@@ -187,6 +189,17 @@ async def serve(
         await served.close()
         await core.store.close()
         log.info("stopped")
+
+
+def _freeze_startup_objects() -> None:
+    """Put what start-up made (modules, registry, clients, L1's cache object) out of the
+    cyclic collector's sight: it lives as long as the process, and every full collection
+    walked it again. Measured over the standard workload (in-process, concurrency 8,
+    24,000 bundles): full collections took 107-130 ms each without this, 24 ms with it;
+    those pauses were the worst seconds' p99 (docs/benchmarks.md). Reference counting
+    still frees frozen objects; only cycles among them would stay."""
+    gc.collect()
+    gc.freeze()
 
 
 def _http_config(app: FastAPI | Any, settings: Settings) -> uvicorn.Config:

@@ -72,8 +72,7 @@ class L1Cache(Generic[V]):
             return [MISS] * len(keys)
         now = self._clock()
         get = self._cache.get
-        entries = [get(key) for key in keys]
-        return [MISS if e is None or e[0] <= now else e[1] for e in entries]
+        return [MISS if (e := get(key)) is None or e[0] <= now else e[1] for key in keys]
 
     def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> int:
         """Cache each (key, value); None caches "not stored". Returns how many rows
