@@ -56,3 +56,13 @@ class Tier(Protocol):
     async def close(self) -> None:
         """Release the tier's resources."""
         ...
+
+
+class ImmediateReads(Protocol):
+    """What a tier may offer beside Tier: reads answered on the calling thread, for
+    the few keys a request misses (RocksDB; not Redis, which needs a round trip)."""
+
+    def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None] | None:
+        """Values for `keys` as Tier.get_many gives them, read at once; None (nothing
+        read) where answering would wait. Raises TierError."""
+        ...

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 from service import metrics
 from service.errors import TierError
-from service.store.base import Items, Tier
+from service.store.base import ImmediateReads, Items, Tier
 
 
 class MeteredTier:
@@ -25,6 +26,9 @@ class MeteredTier:
         self.error = metrics.TIER_KEYS.labels(tier.name, "error")
         self._get_s = metrics.TIER_SECONDS.labels(tier.name, "get")
         self._put_s = metrics.TIER_SECONDS.labels(tier.name, "put")
+        self._now = cast(ImmediateReads, tier) if hasattr(tier, "get_many_now") else None
+        self.immediate = self._now is not None
+        """Whether the tier may answer reads at once (`get_many_now`)."""
 
     def __repr__(self) -> str:
         return f"<MeteredTier {self.tier!r}>"
@@ -44,6 +48,22 @@ class MeteredTier:
             raise
         finally:
             self._get_s.observe(time.perf_counter() - start)
+
+    def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None] | None:
+        """As ImmediateReads.get_many_now, timed when it reads; None if the tier has no
+        such reads or cannot answer at once. Failures counted and raised."""
+        if self._now is None:
+            return None
+        start = time.perf_counter()
+        try:
+            values = self._now.get_many_now(keys)
+        except TierError as exc:
+            self.failed("get", exc)
+            self.error.inc(len(keys))
+            raise
+        if values is not None:
+            self._get_s.observe(time.perf_counter() - start)
+        return values
 
     async def put_many(self, items: Items) -> list[bool]:
         """As Tier.put_many, timed; failures counted and raised."""

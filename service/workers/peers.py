@@ -74,6 +74,10 @@ class ForwardingTier:
         """From this worker's secondary instance."""
         return await self.local.get_many(keys)
 
+    def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None] | None:
+        """From this worker's secondary instance, at once (RocksTier.get_many_now)."""
+        return self.local.get_many_now(keys)
+
     async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         """Written by the primary, newest event wins; returns when every worker has it."""
         payload = channel.encode_items(items)

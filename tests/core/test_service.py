@@ -141,13 +141,18 @@ def test_pairs_the_presence_filter_never_saw_are_not_looked_up(tmp_path: Path) -
         while not store.presence.trusted:  # type: ignore[union-attr]
             await asyncio.sleep(0.01)
         asked: list[bytes] = []
-        real_get = tier.get_many
+        real_get, real_now = tier.get_many, tier.get_many_now
 
         async def spy(keys):  # type: ignore[no-untyped-def]
             asked.extend(keys)
             return await real_get(keys)
 
+        def spy_now(keys):  # type: ignore[no-untyped-def]
+            asked.extend(keys)
+            return real_now(keys)
+
         tier.get_many = spy  # type: ignore[method-assign]
+        tier.get_many_now = spy_now  # type: ignore[method-assign]
         result = await core.get_bundle("live_ranker", 7, [1, 2, 3])
         assert result.pairs[0].statuses == [Status.DEFAULTED, Status.FOUND, Status.DEFAULTED]
         assert [k for k in asked if k.startswith(pairs.key_prefix)] == [pairs.key(7, 2)]

@@ -280,3 +280,64 @@ def test_a_write_that_fails_after_its_caller_was_cancelled_raises_the_cancellati
         await store.close()
 
     asyncio.run(go())
+
+
+class NowTier(DictTier):
+    """A DictTier that also answers at once (as RocksDB does for a few keys), or
+    declines (`now` False: None, nothing read)."""
+
+    def __init__(self, name: str, data: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(name, data)
+        self.now = True
+        self.now_reads: list[list[bytes]] = []
+
+    def get_many_now(self, keys: Sequence[bytes]) -> list[bytes | None] | None:
+        if not self.now:
+            return None
+        if self.down:
+            raise TierUnavailable(self.name, "down")
+        self.now_reads.append(list(keys))
+        return [self.data.get(k) for k in keys]
+
+
+def test_tiers_that_answer_at_once_are_read_without_a_fetch() -> None:
+    """Misses go to tiers that answer at once in the request itself: no fetch task,
+    the rows in L1, and a failed tier's keys UNAVAILABLE (not cached)."""
+
+    async def go() -> None:
+        upper, lower = NowTier("upper", {b"a": value(1)}), NowTier("lower", {b"b": value(2)})
+        store = make(upper, lower)
+        coalescer = store.reads._coalescer
+        launched = []
+        original = coalescer._launch
+        coalescer._launch = lambda missed: launched.append(missed) or original(missed)  # type: ignore[method-assign]
+        assert await store.get_many([b"a", b"b", b"c"], [decode] * 3) == [1, 2, None]
+        assert launched == [] and upper.gets == lower.gets == []
+        assert upper.now_reads == [[b"a", b"b", b"c"]] and lower.now_reads == [[b"b", b"c"]]
+        assert await store.get_many([b"a", b"b", b"c"], [decode] * 3) == [1, 2, None]  # L1
+        assert len(upper.now_reads) == 1
+        upper.down = lower.down = True
+        assert await store.get_many([b"d"], [decode]) == [UNAVAILABLE]
+        upper.down = lower.down = False
+        assert await store.get_many([b"d"], [decode]) == [None]  # UNAVAILABLE was not cached
+        assert launched == []
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_tier_that_declines_to_answer_at_once_leaves_the_rest_to_a_fetch() -> None:
+    async def go() -> None:
+        upper, lower = NowTier("upper", {b"a": value(1)}), NowTier("lower", {b"b": value(2)})
+        lower.now = False
+        store = make(upper, lower)
+        assert await store.get_many([b"a", b"b", b"c"], [decode] * 3) == [1, 2, None]
+        assert upper.now_reads == [[b"a", b"b", b"c"]]
+        # The fetch asks the tiers again for what the first did not have.
+        assert upper.gets == [[b"b", b"c"]] and lower.gets == [[b"b", b"c"]]
+        upper.now = False
+        assert await store.get_many([b"x"], [decode]) == [None]
+        assert upper.gets[-1] == [b"x"]  # nothing at once: all of it a fetch
+        await store.close()
+
+    asyncio.run(go())
