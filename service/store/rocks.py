@@ -7,8 +7,8 @@ with them. Small reads (INLINE_READ_KEYS keys or fewer: a request's user row, th
 rooms L1 missed) run on the calling thread: a key the block cache or the page
 cache holds costs about 10 us there, against about 150 us through the pool
 (measured on the standard demo data: the hand-off to a thread and back, and the
-GIL taken back, cost more than the read), and 16 keys stall the loop for well
-under a millisecond even when every one reaches an SSD.
+GIL taken back, cost more than the read). 16 keys hold the loop about 0.2 ms when
+cached, and could hold it a millisecond or two if each had to come from an SSD.
 Writes are serialised by one lock so that read-compare-write (newest event
 wins) is atomic within the process; RocksDB's LOCK file keeps other processes out.
 
