@@ -107,11 +107,15 @@ class ReadThrough(Generic[V]):
         if not missed:
             return out
         self._l1_miss.inc(len(missed))
-        found, rest = self._fetch_now(missed)
-        if rest:
+        found: dict[bytes, Any] = {}
+        if self._immediate:
+            found, rest = self._fetch_now(missed)
+            if len(rest) < len(missed):
+                missed = {k: missed[k] for k in rest}
+        if missed:
             loop = asyncio.get_running_loop()
             deadline = None if timeout_s is None else loop.time() + timeout_s
-            found.update(await self._coalescer.get({k: missed[k] for k in rest}, deadline))
+            found.update(await self._coalescer.get(missed, deadline))
         return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
 
     def _refresh_ahead(self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]]) -> None:
@@ -121,9 +125,9 @@ class ReadThrough(Generic[V]):
             self._coalescer.refresh({k: decoder_of[k] for k in due})
 
     def _fetch_now(self, missed: dict[bytes, Decoder[V]]) -> tuple[dict[bytes, Any], list[bytes]]:
-        """`_fetch` done at once where every tier can answer at once (RocksDB alone, a
-        few keys: service/store/rocks.py): the rows found, and the keys left for a fetch
-        (all of them where a tier cannot answer at once).
+        """`_fetch` done at once, for stores whose every tier can answer at once (RocksDB
+        alone, a few keys: service/store/rocks.py): the rows found, and the keys left
+        for a fetch (all of them where a tier cannot answer at once).
 
         Nothing is awaited, so no other request and no write runs meanwhile: there is no
         fetch under way to join and no write to detach from (coalesce.py), and a row
@@ -131,8 +135,6 @@ class ReadThrough(Generic[V]):
         timeout and the wake-ups, about as much CPU as the reads themselves."""
         found: dict[bytes, Any] = {}
         pending = list(missed)
-        if not self._immediate:
-            return found, pending
         failed = False
         for depth, tier in enumerate(self.tiers):
             if not pending:
