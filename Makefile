@@ -16,8 +16,9 @@ IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || ec
 
 .PHONY: install proto run demo serve test lint faults bench bench-quick loadtest clean deploy-check deploy-rules image pipeline
 
-# The install generates service/_gen/ from protos/ (hatch_build.py): a proto change reinstalls.
-$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) scripts/system-deps.sh
+# The install generates service/_gen/ from protos/ and compiles service/_native.c
+# (hatch_build.py): a change to either reinstalls.
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) service/_native.c scripts/system-deps.sh
 	scripts/system-deps.sh python
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto)
 
 install: $(VENV)/.installed ## create the venv and install livefeat with its dev tools
 
-proto: install ## regenerate service/_gen/ from protos/ in place (also done by every install)
+proto: install ## regenerate service/_gen/ and recompile service/_native.c in place (as every install does)
 	$(PY) hatch_build.py
 
 demo: install ## generate and load the standard workload into $(DATA_DIR) (once)

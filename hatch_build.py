@@ -1,4 +1,5 @@
-"""Build hook: generate service/_gen/ from protos/ with grpcio-tools (never committed).
+"""Build hook: generate service/_gen/ from protos/ with grpcio-tools (never committed),
+and compile service/_native.c, the per-row loops of a bundle read (service/native.py).
 
 Runs on every wheel and editable build (`pip install -e '.[dev]'`, `pip wheel .`,
 the Dockerfile). `python hatch_build.py` (`make proto`) regenerates in place.
@@ -11,8 +12,13 @@ and the generated `from livefeat.v1 import ...` lines are rewritten to
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ except ImportError:  # run as a script (make proto), where hatchling may be abse
 ROOT = Path(__file__).resolve().parent
 PROTOS = "protos"
 GEN = "service/_gen"
+NATIVE = "service/_native.c"
 _IMPORT = re.compile(r"^from (livefeat\.\S+) import ", re.MULTILINE)
 
 
@@ -55,6 +62,33 @@ def generate(root: Path = ROOT) -> list[Path]:
     return sorted(gen.rglob("*.py*"))
 
 
+def native_path(root: Path = ROOT) -> Path:
+    """Where the compiled module goes: beside its source, named for this interpreter."""
+    return root / "service" / ("_native" + sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def build_native(root: Path = ROOT) -> Path | None:
+    """Compile service/_native.c in place with the interpreter's C compiler; the path,
+    or None where there is no compiler or it fails (service/native.py then uses its
+    Python definitions, and says so). `LIVEFEAT_PURE_PYTHON=1` skips it."""
+    if os.environ.get("LIVEFEAT_PURE_PYTHON", "") in ("1", "true", "yes"):
+        return None
+    out = native_path(root)
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    include = sysconfig.get_paths()["include"]
+    cmd = [*cc, "-O2", "-fPIC", "-shared", "-Wall", "-Werror", f"-I{include}",
+           str(root / NATIVE), "-o", str(out)]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        print(f"livefeat: {NATIVE} not compiled; the Python definitions will serve "
+              f"(service/native.py): {detail}", file=sys.stderr)  # fmt: skip
+        out.unlink(missing_ok=True)
+        return None
+    return out
+
+
 class CustomBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type]
     """Generates the gRPC code before hatchling collects the files of a wheel."""
 
@@ -64,8 +98,15 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type]
             return
         generate(Path(self.root))
         build_data["artifacts"].extend([f"/{GEN}/**/*.py", f"/{GEN}/**/*.pyi"])
+        built = build_native(Path(self.root))
+        if built is not None:  # a platform wheel: it holds a compiled module
+            build_data["artifacts"].append(f"/{built.relative_to(Path(self.root))}")
+            build_data["pure_python"] = False
+            build_data["infer_tag"] = True
 
 
 if __name__ == "__main__":
     for path in generate():
         print(path.relative_to(ROOT))
+    native = build_native()
+    print(native.relative_to(ROOT) if native else f"{NATIVE}: not compiled")

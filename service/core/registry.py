@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service import native
 from service.core.codec import Feature, ViewCodec, check_value
 from service.core.status import Status
 from service.errors import RegistryError
@@ -99,13 +100,12 @@ class ViewPlan:
 
     def keys(self, ids: Sequence[int]) -> list[bytes]:
         """The keys of one-id rows, aligned with `ids`."""
-        prefix = self.key_prefix
-        return [prefix + b"%d" % i for i in ids]
+        return native.keys(self.key_prefix, ids if type(ids) is list else list(ids), b"")
 
     def pair_keys(self, user_id: int, room_ids: Sequence[int]) -> list[bytes]:
         """The keys of the (user_id, room) rows of a pair view, aligned with `room_ids`."""
-        prefix = self.key_prefix + b"%d:" % user_id
-        return [prefix + b"%d" % r for r in room_ids]
+        rids = room_ids if type(room_ids) is list else list(room_ids)
+        return native.keys(self.key_prefix + b"%d:" % user_id, rids, b"")
 
     def column_keys(self, columns: Sequence[Sequence[int]]) -> list[bytes]:
         """The keys of rows given column-wise: one sequence of ids per key column."""

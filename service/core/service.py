@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from service import metrics
+from service import metrics, native
 from service.core.codec import EVENT_TIME, CorruptValue, Row, ViewCodec, check_value, show
 from service.core.registry import BundlePlan, Registry, ViewPlan
 from service.core.status import Status
@@ -24,7 +24,8 @@ from service.errors import InvalidArgument, NotFound, TooLarge
 from service.store.base import UNAVAILABLE
 from service.store.tiered import TieredStore
 
-FOUND, STALE, DEFAULTED, UNAVAIL = Status.FOUND, Status.STALE, Status.DEFAULTED, Status.UNAVAILABLE
+# In the order native.resolve counts them, which is also the counters' (Status - 1).
+_STATUSES = (Status.FOUND, Status.STALE, Status.DEFAULTED, Status.UNAVAILABLE)
 
 
 def wall_clock_ms() -> int:
@@ -188,38 +189,18 @@ class FeatureService:
     async def _read(
         self, groups: Sequence[tuple[ViewPlan, list[bytes]]], timeout_s: float | None
     ) -> list[ViewRows]:
-        got = await self.store.read([(p.codec.decode_row, keys) for p, keys in groups], timeout_s)
+        got = await self.store.read([(p.codec, keys) for p, keys in groups], timeout_s)
         now = self._clock_ms()
         return [self._resolve(plan, rows, now) for (plan, _), rows in zip(groups, got, strict=True)]
 
     def _resolve(self, plan: ViewPlan, got: list[Any], now: int) -> ViewRows:
-        max_age = plan.max_age_ms
+        rows, statuses, ages, counts = native.resolve(
+            got, now, plan.max_age_ms, plan.codec.default_row, UNAVAILABLE, _STATUSES
+        )
         counters = self._served[plan.name]
-        try:  # the common case for users and rooms: every row found (None has no [0])
-            ages = [now - r[EVENT_TIME] for r in got]
-        except TypeError:
-            default = plan.codec.default_row
-            rows = [default if r is None or r is UNAVAILABLE else r for r in got]
-            ages = [-1 if r is None or r is UNAVAILABLE else now - r[EVENT_TIME] for r in got]
-            statuses = [
-                DEFAULTED if r is None else UNAVAIL if r is UNAVAILABLE
-                else FOUND if a <= max_age else STALE
-                for r, a in zip(got, ages, strict=True)
-            ]  # fmt: skip
-            for status in Status:
-                count = statuses.count(status)
-                if count:
-                    counters[status - 1].inc(count)
-        else:
-            rows = got
-            if ages and max(ages) <= max_age:  # all fresh: no per-row decision
-                statuses = [FOUND] * len(ages)
-                counters[FOUND - 1].inc(len(ages))
-            else:
-                statuses = [FOUND if a <= max_age else STALE for a in ages]
-                stale = statuses.count(STALE)
-                counters[FOUND - 1].inc(len(ages) - stale)
-                counters[STALE - 1].inc(stale)
+        for counter, count in zip(counters, counts, strict=True):
+            if count:
+                counter.inc(count)
         self._sample_ages(plan.name, ages)
         return ViewRows(plan, rows, statuses, ages)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from service import native
 from service.core.codec import JSON
 from service.core.service import BundleResult, ViewRows
 
@@ -34,19 +35,26 @@ def encode_entities(ids: Sequence[bytes], views: Sequence[ViewRows]) -> bytes:
     return b"".join(parts)
 
 
+def _entities(prefix: bytes, ids: list[int], suffix: bytes, views: Sequence[ViewRows]) -> bytes:
+    """`encode_entities` for ids written `prefix + id + suffix`; one view's entities
+    (the usual case) are joined by native.entities, compiled where built."""
+    if len(views) == 1:
+        v = views[0]
+        return native.entities(prefix, ids, suffix, v.rows, v.statuses, v.plan.status_json, JSON)
+    return encode_entities([b"%s%d%s" % (prefix, i, suffix) for i in ids], views)
+
+
 def encode_bundle(r: BundleResult) -> bytes:
     """The /v1/bundle body of docs/design.md."""
-    rids = [b"%d" % i for i in r.room_ids]
-    uid = b"%d" % r.user_id
-    pair_ids = [b"[%s,%s]" % (uid, i) for i in rids] if r.pairs else []
+    pairs = _entities(b"[%d," % r.user_id, r.room_ids, b"]", r.pairs) if r.pairs else b""
     return b"".join(
         [
             b'{"bundle":"%s","user":' % r.bundle.encode(),
-            encode_entities([uid], r.user),
+            _entities(b"", [r.user_id], b"", r.user),
             b',"rooms":[',
-            encode_entities(rids, r.rooms),
+            _entities(b"", r.room_ids, b"", r.rooms),
             b'],"pairs":[',
-            encode_entities(pair_ids, r.pairs) if r.pairs else b"",
+            pairs,
             b"]}",
         ]
     )

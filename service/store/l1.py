@@ -22,6 +22,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import cachebox
 
+from service import native
+
 V = TypeVar("V")
 
 
@@ -70,9 +72,8 @@ class L1Cache(Generic[V]):
         """Cached values aligned with `keys`: a value, None (cached absent) or MISS."""
         if self.suspended:
             return [MISS] * len(keys)
-        now = self._clock()
-        get = self._cache.get
-        return [MISS if (e := get(key)) is None or e[0] <= now else e[1] for key in keys]
+        return native.l1_get(self._cache.get, keys if type(keys) is list else list(keys),
+                             self._clock(), MISS)  # fmt: skip
 
     def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> int:
         """Cache each (key, value); None caches "not stored". Returns how many rows

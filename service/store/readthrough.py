@@ -37,6 +37,27 @@ REFRESH_CHECK_EVERY = 8
 # A fetch runs apart from the requests waiting for it (coalesce.py), bounded by this
 # per tier call: tiers have their own socket timeouts, RocksDB's threads have none.
 TIER_CALL_TIMEOUT_S = 2.0
+# A tier's answer of this many keys or more is decoded per view in batches (`_take`;
+# the codec decides from how many a batch pays: service/core/codec.py).
+BATCH_DECODE_KEYS = 32
+
+
+def _decode_one(decode: Decoder[V], raw: bytes | None) -> Any:
+    """`decode(raw)`, or the CorruptValue it raised (None stays None: not stored)."""
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except CorruptValue as exc:
+        return exc
+
+
+def _decode_all(decode: Decoder[V], items: list[tuple[bytes, bytes]]) -> list[Any]:
+    """Each value decoded (or its CorruptValue), in one batch if `decode` can."""
+    many = getattr(decode, "decode_rows", None)
+    if many is None:
+        return [_decode_one(decode, raw) for _, raw in items]
+    return many([raw for _, raw in items])  # type: ignore[no-any-return]
 
 
 class ReadThrough(Generic[V]):
@@ -119,10 +140,17 @@ class ReadThrough(Generic[V]):
         return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
 
     def _refresh_ahead(self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]]) -> None:
+        """Read again the rows of `keys` near expiry in L1: at once where every tier can
+        answer at once (as `_fetch_now`), else by a background fetch nobody waits for."""
         due = self.l1.due(keys)
         if due:
             decoder_of = dict(zip(keys, decoders, strict=True))
-            self._coalescer.refresh({k: decoder_of[k] for k in due})
+            wanted = {k: decoder_of[k] for k in due}
+            if self._immediate:
+                _, rest = self._fetch_now(wanted)
+                wanted = {k: wanted[k] for k in rest}
+            if wanted:
+                self._coalescer.refresh(wanted)
 
     def _fetch_now(self, missed: dict[bytes, Decoder[V]]) -> tuple[dict[bytes, Any], list[bytes]]:
         """`_fetch` done at once, for stores whose every tier can answer at once (RocksDB
@@ -181,21 +209,39 @@ class ReadThrough(Generic[V]):
         found: dict[bytes, Any],
     ) -> list[bytes]:
         """Decode what tier `depth` returned for `keys` into `found`, offer it to the
-        other tiers; returns the keys it did not have (or could not decode)."""
+        other tiers; returns the keys it did not have (or could not decode).
+
+        Many values are decoded per decoder in one batch where the decoder can
+        (`decode_rows`: a view's codec, service/core/codec.py)."""
         fill: list[tuple[bytes, bytes]] = []
         still: list[bytes] = []
-        for key, raw in zip(keys, values, strict=True):
+        if len(keys) >= BATCH_DECODE_KEYS:
+            batches: dict[Any, list[tuple[bytes, bytes]]] = {}
+            for key, raw in zip(keys, values, strict=True):
+                if raw is None:
+                    still.append(key)
+                else:
+                    batches.setdefault(missed[key], []).append((key, raw))
+            pairs: Iterable[tuple[bytes, bytes | None, Any]] = (
+                (key, raw, row)
+                for decode, items in batches.items()
+                for (key, raw), row in zip(items, _decode_all(decode, items), strict=True)
+            )
+        else:
+            pairs = (
+                (key, raw, _decode_one(missed[key], raw))
+                for key, raw in zip(keys, values, strict=True)
+            )
+        for key, raw, row in pairs:
             if raw is None:
                 still.append(key)
-                continue
-            try:
-                found[key] = missed[key](raw)
-            except CorruptValue as exc:
-                log.warning("corrupt value in %s: %s", tier.name, exc)
+            elif isinstance(row, CorruptValue):
+                log.warning("corrupt value in %s: %s", tier.name, row)
                 tier.error.inc()
                 still.append(key)
-                continue
-            fill.append((key, raw))
+            else:
+                found[key] = row
+                fill.append((key, raw))
         tier.hit.inc(len(fill))
         tier.miss.inc(len(still))
         if fill:

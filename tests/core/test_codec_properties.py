@@ -14,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core.codec import (
+    DECODE_BATCH_MAX,
+    DECODE_BATCH_MIN,
     EVENT_TIME_MAX,
     FLOAT32_MAX,
     INT64_MAX,
@@ -220,3 +222,39 @@ def test_check_value_returns_or_raises_value_error(kind: str, value: object) -> 
         check_value(feature, value)
     except ValueError as exc:
         assert str(exc)
+
+
+@given(features(), st.data())
+def test_batch_decoding_is_the_row_decoding(feats: list[Feature], data: st.DataObject) -> None:
+    """decode_rows (a cold read's batch, JSON rendered per column) gives, value by value,
+    what decode_row gives, or the CorruptValue it raises: valid values with and without
+    a served section, damaged and foreign ones mixed in, at every type's limits."""
+    with_section = ViewCodec("v", feats, served=True)
+    plain = ViewCodec("v", feats, served=False)
+    n = data.draw(st.integers(DECODE_BATCH_MIN, DECODE_BATCH_MAX + 12))
+    stored = []
+    for _ in range(n):
+        values = {f.name: check_value(f, data.draw(value_of(f))) for f in feats}
+        writer = with_section if data.draw(st.integers(0, 4)) == 0 else plain
+        raw = writer.encode(data.draw(st.integers(0, EVENT_TIME_MAX)), values)
+        damage = data.draw(st.integers(0, 9))
+        if damage == 0:
+            raw = raw[: data.draw(st.integers(0, len(raw)))]
+        elif damage == 1:
+            flipped = bytearray(raw)
+            at = data.draw(st.integers(0, len(raw) - 1))
+            flipped[at] = data.draw(st.integers(0, 255))
+            raw = bytes(flipped)
+        elif damage == 2:
+            raw = data.draw(st.binary(max_size=120))
+        stored.append(raw)
+    got = plain.decode_rows(stored)
+    assert len(got) == n
+    for raw, row in zip(stored, got, strict=True):
+        try:
+            want = plain.decode_row(raw)
+        except CorruptValue as exc:
+            assert isinstance(row, CorruptValue), (raw, row)
+            assert str(row) == str(exc)
+            continue
+        assert row == want, raw

@@ -1,0 +1,147 @@
+"""The per-row loops of a bundle read: compiled (service/_native.c) or in Python.
+
+Each function below is defined here in Python, and that definition is the
+specification: `service/_native.c` does the same without an interpreter step per
+row, and tests/core/test_native.py gives both the same inputs (including the limits
+of ids, rows of every status, and malformed input) and compares the results.
+
+The compiled module is built by the package's build (hatch_build.py: every
+`pip install`, editable or not). Where it is missing (no C compiler at install) or
+`LIVEFEAT_PURE_PYTHON=1` is set, the Python definitions serve: slower, same bytes.
+`IMPLEMENTATION` says which one this process uses; `livefeat serve` logs it.
+
+Why these five (docs/design.md, "The compiled hot path"): a warm 100-room bundle
+built about 300 keys, looked up about 100 Bloom filter and 100 L1 entries, gave 200
+rows a status and an age, and joined 200 entities of JSON; in Python each is a loop
+of interpreter steps per element, together about half the request's CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def py_keys(prefix: bytes, ids: list[int], suffix: bytes) -> list[bytes]:
+    """`prefix + decimal id + suffix` for each id (non-negative ints)."""
+    if suffix:
+        return [b"%s%d%s" % (prefix, i, suffix) for i in ids]
+    return [prefix + b"%d" % i for i in ids]
+
+
+def py_might_contain(bits: np.ndarray, nbits: int, keys: list[bytes]) -> list[bool]:
+    """The Bloom filter's answer per key: False where a key is certainly absent.
+
+    Bit j (j = 0, 1, 2) of a key is (h1 + j * h2) mod nbits, where h is hash(key) as
+    an unsigned 64-bit number, h1 its low 32 bits and h2 its high 32 bits, made odd.
+    """
+    if not keys:
+        return []
+    index, mask = bloom_positions(nbits, keys)
+    return (bits[index] & mask).all(axis=0).tolist()  # type: ignore[no-any-return]
+
+
+def bloom_positions(nbits: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(byte index, bit mask) of the 3 bits of each key: arrays of shape (3, n)."""
+    h = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)).view(np.uint64)
+    h1, h2 = h & _LOW32, (h >> np.uint64(32)) | np.uint64(1)
+    p = np.stack([h1, h1 + h2, h1 + np.uint64(2) * h2]) % np.uint64(nbits)
+    return p >> np.uint64(3), np.left_shift(1, p & np.uint64(7)).astype(np.uint8)
+
+
+def py_l1_get(get: Callable[[bytes], Any], keys: list[bytes], now: float, miss: Any) -> list[Any]:
+    """Per key, the value of its `(expires_at, value)` entry if `expires_at > now`,
+    else `miss` (also where `get` returns None: no entry)."""
+    return [miss if (e := get(key)) is None or e[0] <= now else e[1] for key in keys]
+
+
+def py_resolve(
+    got: list[Any],
+    now_ms: int,
+    max_age_ms: int,
+    default_row: tuple[Any, ...],
+    unavailable: Any,
+    statuses: tuple[Any, Any, Any, Any],
+) -> tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]:
+    """Each row's status and age: (rows, statuses, ages, counts).
+
+    `got` holds rows (tuples whose item 0 is the event time in ms), None (not stored)
+    or `unavailable`. `statuses` is (FOUND, STALE, DEFAULTED, UNAVAILABLE); a row
+    is FOUND if its age is at most `max_age_ms`, else STALE. A missing row becomes
+    `default_row` with age -1; `rows` is `got` itself when no row is missing.
+    `counts` is how many rows got each status, in that order.
+    """
+    found, stale = statuses[0], statuses[1]
+    if all(r is not None and r is not unavailable for r in got):
+        ages = [now_ms - r[0] for r in got]
+        out = [found if a <= max_age_ms else stale for a in ages]
+        n_stale = sum(1 for a in ages if a > max_age_ms)
+        return got, out, ages, (len(got) - n_stale, n_stale, 0, 0)
+    rows: list[Any] = []
+    out = []
+    ages = []
+    counts = [0, 0, 0, 0]
+    for r in got:
+        if r is None or r is unavailable:
+            rows.append(default_row)
+            ages.append(-1)
+            at = 2 if r is None else 3
+        else:
+            rows.append(r)
+            age = now_ms - r[0]
+            ages.append(age)
+            at = 0 if age <= max_age_ms else 1
+        out.append(statuses[at])
+        counts[at] += 1
+    return rows, out, ages, (counts[0], counts[1], counts[2], counts[3])
+
+
+def py_entities(
+    id_prefix: bytes,
+    ids: list[int],
+    id_suffix: bytes,
+    rows: list[tuple[Any, ...]],
+    statuses: list[Any],
+    status_json: Mapping[Any, bytes],
+    json_index: int,
+) -> bytes:
+    """`{"id":<prefix><id><suffix>,"features":{<row[json_index]>},"status":{<status_json
+    [status]>}}` per entity, separated by commas: one view's entities in an HTTP answer."""
+    if not (len(ids) == len(rows) == len(statuses)):
+        raise ValueError("ids, rows and statuses differ in length")
+    parts: list[bytes] = []
+    put = parts.extend
+    for i, r, s in zip(ids, rows, statuses, strict=True):
+        put((b'{"id":%s%d%s,"features":{' % (id_prefix, i, id_suffix), r[json_index],
+             b'},"status":{', status_json[s], b"}},"))  # fmt: skip
+    if parts:
+        parts[-1] = b"}}"  # no comma after the last entity
+    return b"".join(parts)
+
+
+_native: Any = None
+if os.environ.get("LIVEFEAT_PURE_PYTHON", "") not in ("1", "true", "yes"):
+    try:
+        from service import _native  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # not built (no compiler at install): the Python definitions
+        _native = None
+
+IMPLEMENTATION = "compiled" if _native is not None else "python"
+keys: Callable[[bytes, list[int], bytes], list[bytes]] = (
+    _native.keys if _native is not None else py_keys
+)
+might_contain: Callable[[np.ndarray, int, list[bytes]], list[bool]] = (
+    _native.might_contain if _native is not None else py_might_contain
+)
+l1_get: Callable[[Callable[[bytes], Any], list[bytes], float, Any], list[Any]] = (
+    _native.l1_get if _native is not None else py_l1_get
+)
+resolve: Callable[..., tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]] = (
+    _native.resolve if _native is not None else py_resolve
+)
+entities: Callable[..., bytes] = _native.entities if _native is not None else py_entities

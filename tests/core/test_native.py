@@ -1,0 +1,146 @@
+"""The compiled loops (service/_native.c) against their Python definitions (service/native.py).
+
+Both get the same generated inputs: ids at the limits of int64, keys of any bytes,
+rows of every status at any age, JSON fragments with non-ASCII text; the outputs must
+be equal (bytes for bytes), and malformed input must be refused by both.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service import _native as compiled  # type: ignore[attr-defined]
+from service import native
+from service.core.status import Status
+from service.store.base import UNAVAILABLE
+from service.store.l1 import MISS
+from service.store.presence import PresenceFilter
+
+INT64_MAX = 2**63 - 1
+ids = st.lists(st.one_of(st.integers(0, INT64_MAX), st.sampled_from([0, 9, 10, INT64_MAX])),
+               max_size=300)  # fmt: skip
+STATUSES = (Status.FOUND, Status.STALE, Status.DEFAULTED, Status.UNAVAILABLE)
+
+
+@pytest.mark.skipif(bool(os.environ.get("LIVEFEAT_PURE_PYTHON")), reason="Python loops asked for")
+def test_the_build_made_the_compiled_module_and_it_serves() -> None:
+    # The install compiles it (hatch_build.py); CI must not quietly run the Python loops.
+    assert native.IMPLEMENTATION == "compiled"
+    assert native.keys is compiled.keys
+
+
+@given(prefix=st.binary(max_size=40), id_list=ids, suffix=st.binary(max_size=5))
+def test_keys_are_the_same(prefix: bytes, id_list: list[int], suffix: bytes) -> None:
+    assert compiled.keys(prefix, id_list, suffix) == native.py_keys(prefix, id_list, suffix)
+
+
+def test_keys_refuse_what_is_not_an_id() -> None:
+    # Ids are checked before keys are built (core/validate.py); a bad one is refused.
+    for bad in ([-1], [2**63], [1.0], ["1"], [None]):
+        with pytest.raises((TypeError, ValueError, OverflowError)):
+            compiled.keys(b"p:", bad, b"")
+    with pytest.raises(TypeError):
+        compiled.keys(b"p:", (1, 2), b"")
+
+
+@given(stored=st.lists(st.binary(max_size=30), max_size=200),
+       probes=st.lists(st.binary(max_size=30), max_size=200))  # fmt: skip
+def test_bloom_lookups_are_the_same(stored: list[bytes], probes: list[bytes]) -> None:
+    bloom = PresenceFilter([b""], capacity=max(len(stored), 1) // 4 + 1)
+    bloom.add(stored)
+    asked = probes + stored
+    got = compiled.might_contain(bloom._array, bloom.bits, asked)
+    assert got == native.py_might_contain(bloom._array, bloom.bits, asked)
+    assert all(got[len(probes) :])  # every stored key may be there
+
+
+def test_bloom_refuses_a_short_array() -> None:
+    with pytest.raises(ValueError, match="shorter"):
+        compiled.might_contain(np.zeros(2, dtype=np.uint8), 17, [b"k"])
+
+
+entries = st.one_of(st.none(), st.tuples(st.floats(-1e6, 1e6), st.integers()))
+
+
+@given(table=st.dictionaries(st.binary(max_size=8), entries, max_size=50),
+       extra=st.lists(st.binary(max_size=8), max_size=20),
+       now=st.floats(-1e6, 1e6))  # fmt: skip
+def test_l1_lookups_are_the_same(table: dict[bytes, Any], extra: list[bytes], now: float) -> None:
+    keys = list(table) + extra
+    assert compiled.l1_get(table.get, keys, now, MISS) == native.py_l1_get(
+        table.get, keys, now, MISS
+    )
+
+
+def test_l1_lookup_refuses_a_malformed_entry() -> None:
+    with pytest.raises(TypeError, match="expires_at"):
+        compiled.l1_get({b"k": (1.0,)}.get, [b"k"], 0.0, MISS)
+    with pytest.raises(ZeroDivisionError):  # the getter's own error comes through
+        compiled.l1_get(lambda k: 1 / 0, [b"k"], 0.0, MISS)
+
+
+ROW_DEFAULT = (0, b'"d":1', b"", (), ())
+rows = st.lists(
+    st.one_of(
+        st.none(),
+        st.just(UNAVAILABLE),
+        st.builds(lambda t: (t, b"{}", b"", (), ()), st.integers(0, 2**48 - 1)),
+    ),
+    max_size=200,
+)
+
+
+@given(got=rows, now=st.integers(0, 2**48), max_age=st.integers(0, 2**40))
+def test_statuses_and_ages_are_the_same(got: list[Any], now: int, max_age: int) -> None:
+    a = compiled.resolve(got, now, max_age, ROW_DEFAULT, UNAVAILABLE, STATUSES)
+    b = native.py_resolve(got, now, max_age, ROW_DEFAULT, UNAVAILABLE, STATUSES)
+    assert a == b
+    assert [type(s) for s in a[1]] == [Status] * len(got)  # the enum members themselves
+    assert (a[0] is got) == (b[0] is got)
+    assert sum(a[3]) == len(got)
+
+
+def test_resolve_refuses_a_row_without_an_event_time() -> None:
+    with pytest.raises(TypeError):
+        compiled.resolve([("x",)], 0, 0, ROW_DEFAULT, UNAVAILABLE, STATUSES)
+    with pytest.raises(TypeError):
+        compiled.resolve([object()], 0, 0, ROW_DEFAULT, UNAVAILABLE, STATUSES)
+
+
+json_text = st.text(max_size=40).map(lambda s: f'"f":"{s.replace(chr(34), "")}"'.encode())
+STATUS_JSON = {s: b'"v":"%s"' % s.name.encode() for s in Status}
+
+
+@given(
+    prefix=st.sampled_from([b"", b"[7,", b"[9223372036854775807,"]),
+    data=st.lists(st.tuples(st.integers(0, INT64_MAX), json_text, st.sampled_from(STATUSES)),
+                  max_size=150),
+    suffix=st.sampled_from([b"", b"]"]),
+)  # fmt: skip
+def test_entities_are_the_same_bytes(
+    prefix: bytes, data: list[tuple[int, bytes, Status]], suffix: bytes
+) -> None:
+    id_list = [i for i, _, _ in data]
+    row_list = [(0, j, b"", (), ()) for _, j, _ in data]
+    status_list = [s for _, _, s in data]
+    a = compiled.entities(prefix, id_list, suffix, row_list, status_list, STATUS_JSON, 1)
+    b = native.py_entities(prefix, id_list, suffix, row_list, status_list, STATUS_JSON, 1)
+    assert a == b
+
+
+def test_entities_refuse_inconsistent_input() -> None:
+    row = (0, b"{}", b"", (), ())
+    with pytest.raises(ValueError, match="length"):
+        compiled.entities(b"", [1, 2], b"", [row], [Status.FOUND], STATUS_JSON, 1)
+    with pytest.raises(KeyError):
+        compiled.entities(b"", [1], b"", [row], [99], STATUS_JSON, 1)
+    with pytest.raises(TypeError):
+        compiled.entities(b"", [1], b"", [(0, "not bytes")], [Status.FOUND], STATUS_JSON, 1)
+    with pytest.raises(TypeError):
+        compiled.entities(b"", [1], b"", [row], [Status.FOUND], STATUS_JSON, 9)
