@@ -14,6 +14,8 @@
  *                                        a view's statuses and ages (core/service.py)
  *   entities(id_prefix, ids, id_suffix, rows, statuses, status_json, json_index)
  *                                        the HTTP entities of one view (http/encode.py)
+ *   view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)
+ *                                        a gRPC ViewBlock message (grpc/wire.py)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -382,6 +384,209 @@ entities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* ------------------------------------------------------------------ gRPC view blocks */
+
+static Py_ssize_t
+varint_size(uint64_t v)
+{
+    Py_ssize_t n = 1;
+    while (v > 0x7F) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static char *
+put_varint(char *w, uint64_t v)
+{
+    while (v > 0x7F) {
+        *w++ = (char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *w++ = (char)v;
+    return w;
+}
+
+static char *
+put_bytes(char *w, PyObject *b)
+{
+    memcpy(w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+    return w + PyBytes_GET_SIZE(b);
+}
+
+/* The bytes item `index` of row tuple `row`, or item `sub` of the tuple at `index`
+ * (sub >= 0); NULL with TypeError if it is not there or not bytes (borrowed). */
+static PyObject *
+row_part(PyObject *row, Py_ssize_t index, Py_ssize_t sub)
+{
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= index) {
+        PyErr_SetString(PyExc_TypeError, "a row is a tuple of its decoded parts");
+        return NULL;
+    }
+    PyObject *part = PyTuple_GET_ITEM(row, index);
+    if (sub >= 0) {
+        if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) <= sub) {
+            PyErr_SetString(PyExc_TypeError, "a row's column tuple is too short");
+            return NULL;
+        }
+        part = PyTuple_GET_ITEM(part, sub);
+    }
+    if (!PyBytes_Check(part)) {
+        PyErr_SetString(PyExc_TypeError, "a row's part is not bytes");
+        return NULL;
+    }
+    return part;
+}
+
+/* Sum of the sizes of part (index, sub) over rows; -1 on error. */
+static Py_ssize_t
+column_size(PyObject *rows, Py_ssize_t index, Py_ssize_t sub)
+{
+    Py_ssize_t total = 0, n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = row_part(PyList_GET_ITEM(rows, i), index, sub);
+        if (part == NULL)
+            return -1;
+        total += PyBytes_GET_SIZE(part);
+    }
+    return total;
+}
+
+static char *
+put_column(char *w, PyObject *rows, Py_ssize_t index, Py_ssize_t sub)
+{
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i < n; i++)
+        w = put_bytes(w, row_part(PyList_GET_ITEM(rows, i), index, sub));
+    return w;
+}
+
+/* Packed varints of a list of ints (int64 as two's complement); -1 on error. */
+static Py_ssize_t
+packed_size(PyObject *values)
+{
+    Py_ssize_t total = 0, n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v = PyLong_AsLongLong(PyList_GET_ITEM(values, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        total += varint_size((uint64_t)v);
+    }
+    return total;
+}
+
+static char *
+put_packed(char *w, PyObject *values)
+{
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++)
+        w = put_varint(w, (uint64_t)PyLong_AsLongLong(PyList_GET_ITEM(values, i)));
+    return w;
+}
+
+/* view_block(head, string_heads, vector_heads, rows, statuses, ages, parts) -> bytes
+ * One livefeat.v1.ViewBlock (service/grpc/wire.py WireEncoder.block): `head` (view name,
+ * numeric names), field 3 the rows' numeric parts joined, per string column a field 4
+ * of its head and the rows' entries, per vector column a field 5 of its head and a
+ * field 3 of the rows' vectors, then status (6) and age_ms (7) packed, left out when
+ * empty. `parts` = (numeric index, vectors index, strings index) in a row tuple. */
+static PyObject *
+view_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("view_block", nargs, 7) < 0)
+        return NULL;
+    PyObject *head = args[0], *sheads = args[1], *vheads = args[2], *rows = args[3];
+    PyObject *statuses = args[4], *ages = args[5];
+    Py_ssize_t numeric_at, vectors_at, strings_at;
+    if (!need(head, PyBytes_Check(head), "bytes") || !need(sheads, PyList_Check(sheads), "a list")
+        || !need(vheads, PyList_Check(vheads), "a list") || !need(rows, PyList_Check(rows), "a list")
+        || !need(statuses, PyList_Check(statuses), "a list")
+        || !need(ages, PyList_Check(ages), "a list")
+        || !PyArg_ParseTuple(args[6], "nnn", &numeric_at, &vectors_at, &strings_at))
+        return NULL;
+    Py_ssize_t ns = PyList_GET_SIZE(sheads), nv = PyList_GET_SIZE(vheads);
+    for (Py_ssize_t k = 0; k < ns; k++)
+        if (!need(PyList_GET_ITEM(sheads, k), PyBytes_Check(PyList_GET_ITEM(sheads, k)), "bytes"))
+            return NULL;
+    for (Py_ssize_t k = 0; k < nv; k++)
+        if (!need(PyList_GET_ITEM(vheads, k), PyBytes_Check(PyList_GET_ITEM(vheads, k)), "bytes"))
+            return NULL;
+    /* Sizes first: every part is checked here, the copy below cannot fail. */
+    Py_ssize_t numeric = column_size(rows, numeric_at, -1);
+    if (numeric < 0)
+        return NULL;
+    Py_ssize_t total = PyBytes_GET_SIZE(head) + 1 + varint_size(numeric) + numeric;
+    Py_ssize_t *inner = PyMem_Malloc(sizeof(Py_ssize_t) * (2 * (ns + nv) + 1));
+    if (inner == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < ns; k++) {
+        Py_ssize_t column = column_size(rows, strings_at, k);
+        if (column < 0)
+            goto fail;
+        inner[k] = PyBytes_GET_SIZE(PyList_GET_ITEM(sheads, k)) + column;
+        total += 1 + varint_size(inner[k]) + inner[k];
+    }
+    for (Py_ssize_t k = 0; k < nv; k++) {
+        Py_ssize_t column = column_size(rows, vectors_at, k);
+        if (column < 0)
+            goto fail;
+        inner[ns + nv + k] = column;
+        inner[ns + k] = PyBytes_GET_SIZE(PyList_GET_ITEM(vheads, k)) + 1 + varint_size(column)
+                        + column;
+        total += 1 + varint_size(inner[ns + k]) + inner[ns + k];
+    }
+    Py_ssize_t status_size = packed_size(statuses), age_size = packed_size(ages);
+    if (status_size < 0 || age_size < 0)
+        goto fail;
+    if (PyList_GET_SIZE(statuses))
+        total += 1 + varint_size(status_size) + status_size;
+    if (PyList_GET_SIZE(ages))
+        total += 1 + varint_size(age_size) + age_size;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        goto fail;
+    char *w = PyBytes_AS_STRING(out);
+    w = put_bytes(w, head);
+    *w++ = 0x1a; /* field 3, length-delimited */
+    w = put_varint(w, numeric);
+    w = put_column(w, rows, numeric_at, -1);
+    for (Py_ssize_t k = 0; k < ns; k++) {
+        *w++ = 0x22; /* field 4 */
+        w = put_varint(w, inner[k]);
+        w = put_bytes(w, PyList_GET_ITEM(sheads, k));
+        w = put_column(w, rows, strings_at, k);
+    }
+    for (Py_ssize_t k = 0; k < nv; k++) {
+        *w++ = 0x2a; /* field 5 */
+        w = put_varint(w, inner[ns + k]);
+        w = put_bytes(w, PyList_GET_ITEM(vheads, k));
+        *w++ = 0x1a; /* its field 3 */
+        w = put_varint(w, inner[ns + nv + k]);
+        w = put_column(w, rows, vectors_at, k);
+    }
+    if (PyList_GET_SIZE(statuses)) {
+        *w++ = 0x32; /* field 6, packed */
+        w = put_varint(w, status_size);
+        w = put_packed(w, statuses);
+    }
+    if (PyList_GET_SIZE(ages)) {
+        *w++ = 0x3a; /* field 7, packed */
+        w = put_varint(w, age_size);
+        w = put_packed(w, ages);
+    }
+    PyMem_Free(inner);
+    if (w != PyBytes_AS_STRING(out) + total) { /* cannot happen: sizes were added up above */
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_SystemError, "view_block: size mismatch");
+        return NULL;
+    }
+    return out;
+fail:
+    PyMem_Free(inner);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"keys", (PyCFunction)(void (*)(void))keys, METH_FASTCALL,
      "keys(prefix, ids, suffix): prefix + decimal id + suffix, per id."},
@@ -393,6 +598,8 @@ static PyMethodDef methods[] = {
      "resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)."},
     {"entities", (PyCFunction)(void (*)(void))entities, METH_FASTCALL,
      "entities(id_prefix, ids, id_suffix, rows, statuses, status_json, json_index)."},
+    {"view_block", (PyCFunction)(void (*)(void))view_block, METH_FASTCALL,
+     "view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,10 +2,9 @@
 every `Row` carries pre-rendered, and handed to grpc.aio as they are.
 
 Why: filling the generated messages costs a Python call per column and per string,
-then a serialisation of the whole answer; here a view block is a handful of
-`b"".join`s over per-row bytes (float32 numeric row, vector bytes, string entries),
-and only the statuses and ages (varints) go through the generated classes, which
-encode them in C. The bytes are those of the messages in protos/livefeat/v1: a
+then a serialisation of the whole answer; here a view block is the per-row bytes
+(float32 numeric row, vector bytes, string entries) joined column by column, and the
+statuses and ages as packed varints, in one compiled call (service/native.py). The bytes are those of the messages in protos/livefeat/v1: a
 client parses them with the generated classes (tests/grpc/test_wire.py checks every
 value against the HTTP answer). Protobuf concatenation merges messages, which is
 what lets a block be built from separately encoded fields.
@@ -13,11 +12,13 @@ what lets a block be built from separately encoded fields.
 
 from __future__ import annotations
 
+from service import native
 from service._gen.livefeat.v1 import livefeat_pb2 as pb
 from service.core.codec import NUMERIC, STRINGS, VECTORS, varint
 from service.core.registry import Registry, ViewPlan
 from service.core.service import BundleResult, ViewRows
 
+_ROW_PARTS = (NUMERIC, VECTORS, STRINGS)  # where view_block finds them in a Row
 # (field number << 3) | wire type 2 (length-delimited), as one byte (fields 1..15).
 _LEN = {n: bytes([n << 3 | 2]) for n in range(1, 16)}
 
@@ -49,17 +50,11 @@ class WireEncoder:
         self._parts = {name: _ViewParts(plan) for name, plan in registry.views.items()}
 
     def block(self, view: ViewRows) -> bytes:
-        """One ViewBlock message for `view`'s rows, in their order."""
+        """One ViewBlock message for `view`'s rows, in their order (native.view_block;
+        statuses are the proto enum's numbers: service/core/status.py)."""
         parts = self._parts[view.plan.name]
-        rows = view.rows
-        out = [parts.head, field(3, b"".join([r[NUMERIC] for r in rows]))]
-        for i, head in enumerate(parts.strings):
-            out.append(field(4, head + b"".join([r[STRINGS][i] for r in rows])))
-        for i, head in enumerate(parts.vectors):
-            out.append(field(5, head + field(3, b"".join([r[VECTORS][i] for r in rows]))))
-        # Statuses are the proto enum's numbers (service/core/status.py).
-        out.append(pb.ViewBlock(status=view.statuses, age_ms=view.ages_ms).SerializeToString())  # type: ignore[arg-type]
-        return b"".join(out)
+        return native.view_block(parts.head, parts.strings, parts.vectors, view.rows,
+                                 view.statuses, view.ages_ms, _ROW_PARTS)  # fmt: skip
 
     def bundle(self, result: BundleResult) -> bytes:
         """The GetBundleResponse for `result`."""

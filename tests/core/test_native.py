@@ -144,3 +144,69 @@ def test_entities_refuse_inconsistent_input() -> None:
         compiled.entities(b"", [1], b"", [(0, "not bytes")], [Status.FOUND], STATUS_JSON, 1)
     with pytest.raises(TypeError):
         compiled.entities(b"", [1], b"", [row], [Status.FOUND], STATUS_JSON, 9)
+
+
+# A gRPC view block: rows carry numeric bytes, vector bytes per column, string entries.
+block_rows = st.integers(0, 3).flatmap(
+    lambda n_strings: st.integers(0, 2).flatmap(
+        lambda n_vectors: st.lists(
+            st.tuples(
+                st.binary(max_size=40),
+                st.tuples(*[st.binary(max_size=70) for _ in range(n_vectors)]),
+                st.tuples(*[st.binary(max_size=150) for _ in range(n_strings)]),
+            ),
+            max_size=120,
+        ).map(lambda rows: (n_strings, n_vectors, rows))
+    )
+)
+
+
+@given(data=block_rows, ages=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=120))
+def test_view_blocks_are_the_same_bytes(
+    data: tuple[int, int, list[tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]]],
+    ages: list[int],
+) -> None:
+    n_strings, n_vectors, raw = data
+    rows = [(0, b"", numeric, vectors, strings) for numeric, vectors, strings in raw]
+    statuses = [STATUSES[i % 4] for i in range(len(rows))]
+    ages = (ages + [-1] * len(rows))[: len(rows)]
+    heads = [b"\x0a\x01s" for _ in range(n_strings)]
+    vheads = [b"\x0a\x01v\x10\x03" for _ in range(n_vectors)]
+    args = (b"\x0a\x04view", heads, vheads, rows, statuses, ages, (2, 3, 4))
+    assert compiled.view_block(*args) == native.py_view_block(*args)
+
+
+def test_a_view_block_parses_as_the_generated_message() -> None:
+    from service._gen.livefeat.v1 import livefeat_pb2 as pb
+
+    rows = [
+        (0, b"", b"\x00\x00\x80?", (b"\x01\x02\x03\x04",), (b"\x12\x03abc", b"\x12\x00")),
+        (0, b"", b"\x00\x00\x00@", (b"\x05\x06\x07\x08",), (b"\x12\x03\xc3\xa9t", b"\x12\x01z")),
+    ]
+    head = b"\x0a\x01v" + b"\x12\x01n"
+    heads = [b"\x0a\x01a", b"\x0a\x01b"]
+    vheads = [b"\x0a\x01e\x10\x01"]
+    got = compiled.view_block(head, heads, vheads, rows,
+                              [Status.FOUND, Status.UNAVAILABLE], [5, -1], (2, 3, 4))  # fmt: skip
+    block = pb.ViewBlock.FromString(got)
+    assert block.view == "v" and list(block.numeric_names) == ["n"]
+    assert block.numeric == b"\x00\x00\x80?\x00\x00\x00@"
+    assert [(c.name, list(c.values)) for c in block.strings] == [
+        ("a", ["abc", "ét"]),
+        ("b", ["", "z"]),
+    ]
+    assert [(c.name, c.dim, c.values) for c in block.vectors] == [
+        ("e", 1, b"\x01\x02\x03\x04\x05\x06\x07\x08")
+    ]
+    assert list(block.status) == [1, 4] and list(block.age_ms) == [5, -1]
+    empty = compiled.view_block(head, [], [], [], [], [], (2, 3, 4))
+    assert empty == pb.ViewBlock(view="v", numeric_names=["n"]).SerializeToString() + b"\x1a\x00"
+
+
+def test_view_block_refuses_malformed_rows() -> None:
+    with pytest.raises(TypeError):
+        compiled.view_block(b"", [b""], [], [(0, b"", b"", (), ())], [1], [0], (2, 3, 4))
+    with pytest.raises(TypeError):
+        compiled.view_block(b"", [], [], [(0, b"", "text", (), ())], [1], [0], (2, 3, 4))
+    with pytest.raises(TypeError):
+        compiled.view_block(b"", [], [], [(0,)], [1], [0], (2, 3, 4))
