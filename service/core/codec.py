@@ -452,6 +452,16 @@ class ViewCodec:
 
     __call__ = decode_row  # a codec is the decoder the store calls per value
 
+    def unchanged(self, buf: bytes, row: Row) -> bool:
+        """Whether `buf` is the very value `row` was decoded from (so decoding it again
+        would give `row`): the same layout and the same event time. A stored row is
+        only ever replaced by one with a newer event time (docs/design.md, newest event
+        wins), so a key's event time names its value. The store uses this to keep
+        the row it has when it reads a key again (refresh, expiry) and nothing changed."""
+        return len(buf) >= HEADER_SIZE and HEADER.unpack_from(buf)[0] == (
+            (self.version & 0xFFFF) << 48 | row[EVENT_TIME]
+        )
+
     def decode_rows(self, bufs: Sequence[bytes]) -> list[Row | CorruptValue]:
         """`decode_row` of each value, as a batch: a row, or the CorruptValue that
         `decode_row` raises for that value (the others are decoded all the same).

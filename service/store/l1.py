@@ -91,6 +91,12 @@ class L1Cache(Generic[V]):
         self.evictions += evicted
         return evicted
 
+    def peek(self, key: bytes) -> V | Any | None:
+        """The value cached for `key`, expired or not (None: cached absent), or MISS;
+        for a reader that checks it against the stored value (readthrough.py)."""
+        entry = self._cache.peek(key)
+        return MISS if entry is None else entry[1]
+
     def due(self, keys: Sequence[bytes]) -> list[bytes]:
         """Those of `keys` whose entries are in the last part of their life (to refresh
         ahead of expiry); expired and absent keys are not included."""

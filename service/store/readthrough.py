@@ -42,10 +42,8 @@ TIER_CALL_TIMEOUT_S = 2.0
 BATCH_DECODE_KEYS = 32
 
 
-def _decode_one(decode: Decoder[V], raw: bytes | None) -> Any:
-    """`decode(raw)`, or the CorruptValue it raised (None stays None: not stored)."""
-    if raw is None:
-        return None
+def _decode_one(decode: Decoder[V], raw: bytes) -> Any:
+    """`decode(raw)`, or the CorruptValue it raised."""
     try:
         return decode(raw)
     except CorruptValue as exc:
@@ -211,31 +209,41 @@ class ReadThrough(Generic[V]):
         """Decode what tier `depth` returned for `keys` into `found`, offer it to the
         other tiers; returns the keys it did not have (or could not decode).
 
+        A value L1 still holds, expired or not, is not decoded again where the decoder
+        can tell it is unchanged (`unchanged`: a view's codec, service/core/codec.py):
+        rows read again at expiry or by refresh-ahead cost a tier read, no decoding.
         Many values are decoded per decoder in one batch where the decoder can
-        (`decode_rows`: a view's codec, service/core/codec.py)."""
+        (`decode_rows`)."""
         fill: list[tuple[bytes, bytes]] = []
         still: list[bytes] = []
-        if len(keys) >= BATCH_DECODE_KEYS:
+        todo: list[tuple[bytes, bytes]] = []
+        peek = self.l1.peek
+        for key, raw in zip(keys, values, strict=True):
+            if raw is None:
+                still.append(key)
+                continue
+            old = peek(key)
+            if old is not None and old is not MISS:
+                same = getattr(missed[key], "unchanged", None)
+                if same is not None and same(raw, old):
+                    found[key] = old
+                    fill.append((key, raw))
+                    continue
+            todo.append((key, raw))
+        pairs: Iterable[tuple[bytes, bytes, Any]]
+        if len(todo) >= BATCH_DECODE_KEYS:
             batches: dict[Any, list[tuple[bytes, bytes]]] = {}
-            for key, raw in zip(keys, values, strict=True):
-                if raw is None:
-                    still.append(key)
-                else:
-                    batches.setdefault(missed[key], []).append((key, raw))
-            pairs: Iterable[tuple[bytes, bytes | None, Any]] = (
+            for key, raw in todo:
+                batches.setdefault(missed[key], []).append((key, raw))
+            pairs = (
                 (key, raw, row)
                 for decode, items in batches.items()
                 for (key, raw), row in zip(items, _decode_all(decode, items), strict=True)
             )
         else:
-            pairs = (
-                (key, raw, _decode_one(missed[key], raw))
-                for key, raw in zip(keys, values, strict=True)
-            )
+            pairs = ((key, raw, _decode_one(missed[key], raw)) for key, raw in todo)
         for key, raw, row in pairs:
-            if raw is None:
-                still.append(key)
-            elif isinstance(row, CorruptValue):
+            if isinstance(row, CorruptValue):
                 log.warning("corrupt value in %s: %s", tier.name, row)
                 tier.error.inc()
                 still.append(key)

@@ -161,3 +161,14 @@ def test_check_value_refuses(feature: Feature, value: object, reason: str) -> No
 def test_check_value_normalises_numbers() -> None:
     assert check_value(Feature("d", "double", 0, 0.0), 3) == 3.0
     assert check_value(Feature("v", "float_vector", 2, [0.0, 0.0]), (1, 2)) == [1.0, 2.0]
+
+
+def test_unchanged_means_the_same_layout_and_event_time() -> None:
+    codec = ViewCodec("v", [Feature("n", "int64", 0, 0), Feature("s", "string", 0, "")])
+    raw = codec.encode(1_000, {"n": 5, "s": "é"})
+    row = codec.decode_row(raw)
+    assert codec.unchanged(raw, row)
+    assert not codec.unchanged(codec.encode(1_001, {"n": 5, "s": "é"}), row)
+    other = ViewCodec("v", [Feature("n", "double", 0, 0.0), Feature("s", "string", 0, "")])
+    assert not codec.unchanged(other.encode(1_000, {"n": 5.0, "s": "é"}), row)  # layout
+    assert not codec.unchanged(raw[:7], row)  # too short for a header

@@ -341,3 +341,41 @@ def test_a_tier_that_declines_to_answer_at_once_leaves_the_rest_to_a_fetch() -> 
         await store.close()
 
     asyncio.run(go())
+
+
+class CountingDecoder:
+    """Decodes a value to (event time, a fresh object), counting calls; says a value is
+    unchanged as a view's codec does: same header word (service/core/codec.py)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, raw: bytes) -> tuple[int, object]:
+        self.calls += 1
+        return (event_time_of(raw), object())
+
+    def unchanged(self, raw: bytes, row: tuple[int, object]) -> bool:
+        return event_time_of(raw) == row[0]
+
+
+def test_a_row_read_again_unchanged_is_not_decoded_again() -> None:
+    """Expired rows read again keep their decoded row when the stored value is the one
+    it came from; a newer value is decoded; a row read back from a cached absence too."""
+
+    async def go() -> None:
+        clock = Clock()
+        tier = NowTier("t", {b"a": value(1), b"b": value(1)})
+        decoder = CountingDecoder()
+        store = assemble(L1Cache(10, 4.0, clock, rng=lambda: 0.0), [tier])
+        first = await store.get_many([b"a", b"b", b"c"], [decoder] * 3)
+        assert decoder.calls == 2 and first[2] is None
+        tier.data[b"b"] = value(2)  # written behind the cache's back
+        tier.data[b"c"] = value(3)
+        clock.now += 5  # every entry expired
+        again = await store.get_many([b"a", b"b", b"c"], [decoder] * 3)
+        assert len(tier.now_reads) == 2  # every key was read again from the tier...
+        assert again[0] is first[0]  # ...a, unchanged, kept its row without a decode
+        assert again[1][0] == 2 and again[2][0] == 3 and decoder.calls == 4
+        await store.close()
+
+    asyncio.run(go())
