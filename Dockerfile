@@ -3,9 +3,10 @@
 #
 # Two stages on the same Python. The build stage runs exactly what `make install`
 # runs, without -e and the dev extras: `pip install .` builds the wheel (the hatch
-# hook in hatch_build.py generates service/_gen/ from protos/) and installs it with
-# its dependencies into a venv. Every dependency ships manylinux wheels, so neither
-# stage needs a compiler; the runtime stage gets the venv and nothing else.
+# hook in hatch_build.py generates service/_gen/ from protos/ and compiles
+# service/_native.c) and installs it with its dependencies into a venv. Every
+# dependency ships manylinux wheels; only our own C module needs a compiler, in the
+# build stage. The runtime stage gets the venv and nothing else.
 # Production pins the base by digest: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -14,6 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
+# gcc and the C library headers for service/_native.c (Python's own headers are in the image).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # What `pip install .` reads; .dockerignore keeps everything else (and any
 # service/_gen/ left in a work tree) out of the context.
@@ -21,10 +27,11 @@ COPY pyproject.toml README.md hatch_build.py ./
 COPY protos/ protos/
 COPY service/ service/
 # The venv gets no pip of its own: the base image's pip installs into it (--python).
-# The last command fails the build if the generated gRPC code cannot be imported.
+# The last command fails the build if the generated gRPC code or the compiled module
+# cannot be imported.
 RUN python -m venv --without-pip /opt/livefeat \
  && pip --python /opt/livefeat/bin/python install --no-cache-dir --compile . \
- && /opt/livefeat/bin/python -c "import service.server, service._gen.livefeat.v1.livefeat_pb2_grpc"
+ && /opt/livefeat/bin/python -c "import service.server, service._native, service._gen.livefeat.v1.livefeat_pb2_grpc"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG PYTHON_IMAGE

@@ -5,7 +5,8 @@ Everything here works on the JSON report's plain dicts (``cases``, ``ratios``, `
 
 A case's metadata (``asdict(Case)``): ``name``, ``kind`` ("livefeat" or "echo"),
 ``transport`` ("http" or "grpc"), ``store`` ("embedded": L1 + RocksDB; "redis": Redis + L1;
-"cold": Redis, L1 off; None for an echo server), ``candidates`` and ``baseline`` (the echo
+"cold": Redis, L1 off; "python": embedded with the per-row loops in Python; None for an
+echo server), ``candidates`` and ``baseline`` (the echo
 case it is compared with).
 """
 
@@ -56,7 +57,8 @@ def figure(cases: Mapping[str, Any], case: str, conc: str | int, *path: str) -> 
 
 def comparisons(cases: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(case, reference, kind): each livefeat case against its echo, cold against warm
-    Redis, 500 candidates against 100, wherever both cases were measured."""
+    Redis, 500 candidates against 100, the compiled loops against the Python ones
+    (embedded against python), wherever both cases were measured."""
     livefeat = [c for c in cases.values() if c.get("kind") == "livefeat"]
     out = [(c["name"], c["baseline"], "vs echo") for c in livefeat if c.get("baseline") in cases]
 
@@ -75,6 +77,8 @@ def comparisons(cases: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             out.append((c["name"], warm, "cold / warm"))
         if c["candidates"] == 500 and (small := find(c["transport"], c["store"], 100)):
             out.append((c["name"], small, "500 / 100"))
+        if c["store"] == "embedded" and (py := find(c["transport"], "python", c["candidates"])):
+            out.append((c["name"], py, "compiled / python"))
     return out
 
 

@@ -11,8 +11,10 @@ from typing import Any
 from loadtest import prepare
 
 TRANSPORTS = {"http": "http1", "grpc": "grpc"}  # transport -> client protocol
-STORES = ("embedded", "redis", "cold")
-"""embedded: L1 + RocksDB, no Redis; redis: Redis + L1 (warm); cold: Redis, L1 off."""
+STORES = ("embedded", "redis", "cold", "python")
+"""embedded: L1 + RocksDB, no Redis; redis: Redis + L1 (warm); cold: Redis, L1 off;
+python: embedded with the per-row loops in Python (LIVEFEAT_PURE_PYTHON=1, service/native.py),
+the baseline of the compiled hot path."""
 CASE_CHOICES = [f"{t}-{s}-{n}" for t in TRANSPORTS for s in STORES for n in (100, 500)]
 FULL_CASES = [
     "grpc-embedded-100",

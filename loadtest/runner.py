@@ -57,11 +57,16 @@ class Bench:
         plan, work = self.plan, self.work
         self.setup["demo_generated"] = prepare.ensure_demo(self.data_dir)
         redis_stores = [s for s in plan.stores if s in REDIS_STORES]
-        for store in redis_stores:  # before the embedded server opens data_dir
+        clones = [*redis_stores, *(["python"] if "python" in plan.stores else [])]
+        for store in clones:  # before the embedded server opens data_dir
             prepare.clone_rocksdb(self.data_dir, work / f"data-{store}")
         if "embedded" in plan.stores:
             log = work / "livefeat-embedded.log"
             self._start(livefeat_server("livefeat-embedded", self.data_dir, log, None, {}))
+        if "python" in plan.stores:
+            data, log = work / "data-python", work / "livefeat-python.log"
+            env = {"LIVEFEAT_PURE_PYTHON": "1"}
+            self._start(livefeat_server("livefeat-python", data, log, None, env))
         if plan.redis_memory:
             mem = self._start(redis_server("redis-memory", work / "redis-memory"))
             mem.wait_ready(30)

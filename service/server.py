@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import signal
 import socket
@@ -15,7 +16,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
-from service import metrics
+from service import metrics, native
 from service.core.admission import AdaptiveLimit, Admission, LoopLag
 from service.core.codec import Row
 from service.core.registry import Registry, load_registry
@@ -167,10 +168,12 @@ async def serve(
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
             lag_task = asyncio.create_task(lag.run())
             _freeze_startup_objects()
+            malloc = _keep_big_buffers_in_the_heap()
             log.info("serving", http=address(settings.http_host, settings.http_port),
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
                      registry=str(settings.registry),
-                     tiers=[t.name for t in core.store.tiers])  # fmt: skip
+                     tiers=[t.name for t in core.store.tiers],
+                     native=native.IMPLEMENTATION, malloc=malloc)  # fmt: skip
             try:
                 await _first(signals.stop.wait(), http_task)
                 app.state.draining = True
@@ -189,6 +192,32 @@ async def serve(
         await served.close()
         await core.store.close()
         log.info("stopped")
+
+
+# glibc's mallopt parameters (malloc.h) and the values serving sets (see below).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 128 << 20
+
+
+def _keep_big_buffers_in_the_heap() -> str:
+    """Serve big allocations from the heap and keep freed heap memory, instead of
+    glibc's defaults: a fresh mmap for each allocation over its (moving) threshold and
+    a trim of the heap's top after frees. Every HTTP answer is one or two buffers of
+    150 KB (100 rooms) to 750 KB (500 rooms); with the defaults each was mapped, faulted
+    in page by page and unmapped again. Measured on the standard workload (2-core
+    machine, concurrency 8, same sitting): 500 rooms over HTTP 2.1-2.2 -> 1.1-1.3 ms of
+    CPU per request, gRPC 500 rooms 1.74 -> 1.54 ms, HTTP 100 rooms 0.47 -> 0.42-0.46.
+    The cost: up to TRIM_THRESHOLD_BYTES of freed memory may stay in the process.
+    Returns what was done ("glibc" or "default": another C library, left alone)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "default"
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(
+        M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES
+    )
+    return "glibc" if ok else "default"
 
 
 def _freeze_startup_objects() -> None:

@@ -88,6 +88,10 @@ def test_context_holds_what_the_build_reads(context: set[str]) -> None:
     assert any(f.startswith("protos/") and f.endswith(".proto") for f in context)
     assert "service/demo_registry.yaml" in context
     assert not any(f.startswith("service/_gen/") for f in context), "stale generated code leaks in"
+    assert "service/_native.c" in context
+    assert not any(f.startswith("service/_native") and not f.endswith(".c") for f in context), (
+        "a module compiled in the work tree leaks in"
+    )
 
 
 def test_image_shape(instructions: list[tuple[str, str]]) -> None:
@@ -138,3 +142,6 @@ def test_wheel_builds_from_the_build_context(
                    "service/_gen/livefeat/v1/livefeat_pb2_grpc.py",
                    "service/demo_registry.yaml", "service/server.py"):  # fmt: skip
         assert needed in names, f"the wheel lacks {needed}"
+    # The compiled hot path (hatch_build.py): in the wheel, which is tagged for this platform.
+    assert any(n.startswith("service/_native.") and n.endswith(".so") for n in names), names
+    assert not wheel.name.endswith("-none-any.whl"), wheel.name
