@@ -8,7 +8,7 @@
  * without an interpreter step per element.
  *
  *   keys(prefix, ids, suffix)            prefix + decimal id + suffix, per id
- *   might_contain(bits, nbits, keys)     the Bloom filter's lookup (store/presence.py)
+ *   maybe_stored(bits, nbits, keys)      the Bloom filter's lookup (store/presence.py)
  *   l1_get(get, keys, now, miss)         L1's lookup of (expires_at, value) entries
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
@@ -109,13 +109,14 @@ fail:
     return NULL;
 }
 
-/* might_contain(bits: buffer of uint8, nbits: int, keys: list[bytes]) -> list[bool]
+/* maybe_stored(bits: buffer of uint8, nbits: int, keys: list[bytes]) -> list[int]
+ * The indexes of the keys whose 3 bits are all set (may be stored), in order.
  * Position i of a key is (h1 + i * h2) mod nbits, i = 0, 1, 2, with h = hash(key) as
  * uint64, h1 = its low 32 bits, h2 = its high 32 bits | 1: PresenceFilter._positions. */
 static PyObject *
-might_contain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+maybe_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args("might_contain", nargs, 3) < 0)
+    if (check_args("maybe_stored", nargs, 3) < 0)
         return NULL;
     PyObject *keys = args[2];
     if (!need(keys, PyList_Check(keys), "a list"))
@@ -133,18 +134,15 @@ might_contain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(keys);
-    PyObject *out = PyList_New(n);
+    PyObject *out = PyList_New(0);
     if (out == NULL) {
         PyBuffer_Release(&view);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(keys, i));
-        if (h == -1 && PyErr_Occurred()) {
-            PyBuffer_Release(&view);
-            Py_DECREF(out);
-            return NULL;
-        }
+        if (h == -1 && PyErr_Occurred())
+            goto fail;
         uint64_t u = (uint64_t)(int64_t)h;
         uint64_t h1 = u & 0xFFFFFFFFu, h2 = (u >> 32) | 1u;
         int all = 1;
@@ -152,12 +150,22 @@ might_contain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             uint64_t pos = (h1 + j * h2) % nbits;
             all = (bits[pos >> 3] >> (pos & 7)) & 1;
         }
-        PyObject *flag = all ? Py_True : Py_False;
-        Py_INCREF(flag);
-        PyList_SET_ITEM(out, i, flag);
+        if (all) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL)
+                goto fail;
+            int failed = PyList_Append(out, index);
+            Py_DECREF(index);
+            if (failed < 0)
+                goto fail;
+        }
     }
     PyBuffer_Release(&view);
     return out;
+fail:
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* l1_get(get, keys: list[bytes], now: float, miss) -> list
@@ -590,8 +598,8 @@ fail:
 static PyMethodDef methods[] = {
     {"keys", (PyCFunction)(void (*)(void))keys, METH_FASTCALL,
      "keys(prefix, ids, suffix): prefix + decimal id + suffix, per id."},
-    {"might_contain", (PyCFunction)(void (*)(void))might_contain, METH_FASTCALL,
-     "might_contain(bits, nbits, keys): the Bloom filter's answer per key."},
+    {"maybe_stored", (PyCFunction)(void (*)(void))maybe_stored, METH_FASTCALL,
+     "maybe_stored(bits, nbits, keys): indexes of the keys the Bloom filter may hold."},
     {"l1_get", (PyCFunction)(void (*)(void))l1_get, METH_FASTCALL,
      "l1_get(get, keys, now, miss): L1's value per key, or miss."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,

@@ -35,8 +35,9 @@ def py_keys(prefix: bytes, ids: list[int], suffix: bytes) -> list[bytes]:
     return [prefix + b"%d" % i for i in ids]
 
 
-def py_might_contain(bits: np.ndarray, nbits: int, keys: list[bytes]) -> list[bool]:
-    """The Bloom filter's answer per key: False where a key is certainly absent.
+def py_maybe_stored(bits: np.ndarray, nbits: int, keys: list[bytes]) -> list[int]:
+    """The indexes, in order, of the keys the Bloom filter `bits` may hold (every other
+    key is certainly absent).
 
     Bit j (j = 0, 1, 2) of a key is (h1 + j * h2) mod nbits, where h is hash(key) as
     an unsigned 64-bit number, h1 its low 32 bits and h2 its high 32 bits, made odd.
@@ -44,7 +45,7 @@ def py_might_contain(bits: np.ndarray, nbits: int, keys: list[bytes]) -> list[bo
     if not keys:
         return []
     index, mask = bloom_positions(nbits, keys)
-    return (bits[index] & mask).all(axis=0).tolist()  # type: ignore[no-any-return]
+    return np.flatnonzero((bits[index] & mask).all(axis=0)).tolist()  # type: ignore[no-any-return]
 
 
 def bloom_positions(nbits: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +181,8 @@ IMPLEMENTATION = "compiled" if _native is not None else "python"
 keys: Callable[[bytes, list[int], bytes], list[bytes]] = (
     _native.keys if _native is not None else py_keys
 )
-might_contain: Callable[[np.ndarray, int, list[bytes]], list[bool]] = (
-    _native.might_contain if _native is not None else py_might_contain
+maybe_stored: Callable[[np.ndarray, int, list[bytes]], list[int]] = (
+    _native.maybe_stored if _native is not None else py_maybe_stored
 )
 l1_get: Callable[[Callable[[bytes], Any], list[bytes], float, Any], list[Any]] = (
     _native.l1_get if _native is not None else py_l1_get

@@ -56,9 +56,10 @@ class PresenceFilter:
             np.bitwise_or.at(self._array, index, mask)
             self.count += len(watched)
 
-    def might_contain(self, keys: Sequence[bytes]) -> list[bool]:
-        """False where the key is certainly not stored; True where it may be."""
-        return native.might_contain(
+    def maybe_stored(self, keys: Sequence[bytes]) -> list[int]:
+        """The indexes (in order) of the keys that may be stored; the others certainly
+        are not."""
+        return native.maybe_stored(
             self._array, self.bits, keys if type(keys) is list else list(keys)
         )
 

@@ -37,12 +37,13 @@ class PresenceIndex:
     def __repr__(self) -> str:
         return f"<PresenceIndex {self.bloom!r}, generation {self._generation}>"
 
-    def mask(self, keys: Sequence[bytes]) -> list[bool] | None:
-        """False where a key is certainly not stored; None if the filter cannot tell
-        (not trusted, or `keys` are not under its prefixes: judged by the first key)."""
+    def maybe_stored(self, keys: Sequence[bytes]) -> list[int] | None:
+        """The indexes of the keys that may be stored (the others certainly are not);
+        None if the filter cannot tell (not trusted, or `keys` are not under its
+        prefixes: judged by the first key)."""
         if not self.trusted or not keys or not self.bloom.watches(keys[0]):
             return None
-        return self.bloom.might_contain(keys)
+        return self.bloom.maybe_stored(keys)
 
     def add(self, keys: Iterable[bytes]) -> None:
         """Keys that are now stored (written here, or by another replica)."""

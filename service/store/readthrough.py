@@ -88,28 +88,30 @@ class ReadThrough(Generic[V]):
     ) -> list[list[Any]]:
         """Per group of (decoder, keys), rows aligned with its keys: a decoded row, None
         (not stored) or UNAVAILABLE. `timeout_s` bounds the wait for tiers below L1."""
-        masks: list[list[bool] | None] = []
+        picks: list[list[int] | None] = []  # per group: the keys asked (None: all)
         keys: list[bytes] = []
         decoders: list[Decoder[V]] = []
         presence = self.presence
         for decode, group_keys in groups:
-            mask = presence.mask(group_keys) if presence is not None else None
-            if mask is not None:
-                group_keys = [k for k, m in zip(group_keys, mask, strict=True) if m]
-            masks.append(mask)
+            pick = presence.maybe_stored(group_keys) if presence is not None else None
+            if pick is not None:
+                group_keys = [group_keys[i] for i in pick]
+            picks.append(pick)
             keys += group_keys
             decoders += [decode] * len(group_keys)
         got = await self.get_many(keys, decoders, timeout_s) if keys else []
         out = []
         start = 0
-        for (_, group_keys), mask in zip(groups, masks, strict=True):
-            if mask is None:
+        for (_, group_keys), pick in zip(groups, picks, strict=True):
+            if pick is None:
                 end = start + len(group_keys)
                 out.append(got[start:end])
             else:
-                end = start + sum(mask)
-                asked = iter(got[start:end])
-                out.append([next(asked) if m else None for m in mask])
+                end = start + len(pick)
+                rows: list[Any] = [None] * len(group_keys)  # the rest: certainly not stored
+                for i, row in zip(pick, got[start:end], strict=True):
+                    rows[i] = row
+                out.append(rows)
             start = end
         return out
 

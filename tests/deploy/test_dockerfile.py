@@ -116,9 +116,12 @@ def test_build_stage_installs_like_make(instructions: list[tuple[str, str]]) -> 
     """The build stage runs `pip install .` (what `make install` runs, without -e and dev)."""
     makefile = (ROOT / "Makefile").read_text()
     assert "pip install" in makefile and "-e '.[dev]'" in makefile
-    runs = " ".join(a for w, a in instructions if w == "RUN")
+    runs = " ".join(a for w, a in instructions if w == "RUN" and "pip " in a)
     assert " install " in runs and runs.split(" install ")[1].split("&&")[0].rstrip().endswith(" .")
     assert "--no-cache-dir" in runs
+    # service/_native.c is compiled by that install: the build stage has a C compiler.
+    build_stage = instructions[: [w for w, _ in instructions].index("FROM", 2)]
+    assert any(w == "RUN" and "gcc" in a for w, a in build_stage)
 
 
 def test_wheel_builds_from_the_build_context(
