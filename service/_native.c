@@ -12,8 +12,8 @@
  *   l1_get(get, keys, now, miss)         L1's lookup of (expires_at, value) entries
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
- *   entities(id_prefix, ids, id_suffix, rows, statuses, status_json, json_index)
- *                                        the HTTP entities of one view (http/encode.py)
+ *   join_json(parts)                     an HTTP answer: bytes and views' entities
+ *                                        joined in one buffer (http/encode.py)
  *   view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)
  *                                        a gRPC ViewBlock message (grpc/wire.py)
  */
@@ -300,72 +300,90 @@ fail:
     return NULL;
 }
 
-/* entities(id_prefix: bytes, ids: list[int], id_suffix: bytes, rows: list[tuple],
- *          statuses: list, status_json: dict, json_index: int) -> bytes
+static char *
+put_bytes(char *w, PyObject *b)
+{
+    memcpy(w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+    return w + PyBytes_GET_SIZE(b);
+}
+
+/* One view's entities in an HTTP answer, described by a tuple
+ * (id_prefix: bytes, ids: list[int], id_suffix: bytes, rows: list[tuple], statuses: list,
+ *  status_json: dict, json_index: int):
  * `{"id":<prefix><id><suffix>,"features":{<row[json_index]>},"status":{<status_json[s]>}}`
- * per entity, separated by commas (service/http/encode.py encode_entities, one view). */
+ * per entity, separated by commas (service/http/encode.py). */
 static const char ID_OPEN[] = "{\"id\":";
 static const char FEATURES_OPEN[] = ",\"features\":{";
 static const char STATUS_OPEN[] = "},\"status\":{";
 static const char ENTITY_CLOSE[] = "}}";
 #define LIT(s) (sizeof(s) - 1)
 
-static PyObject *
-entities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* Check a section tuple and add its size to *total; -1 on error. */
+static int
+section_size(PyObject *section, Py_ssize_t *total)
 {
-    if (check_args("entities", nargs, 7) < 0)
-        return NULL;
-    PyObject *prefix = args[0], *ids = args[1], *suffix = args[2], *rows = args[3];
-    PyObject *statuses = args[4], *status_json = args[5];
+    if (!PyTuple_Check(section) || PyTuple_GET_SIZE(section) != 7) {
+        PyErr_SetString(PyExc_TypeError, "a section is bytes or a tuple of 7 items");
+        return -1;
+    }
+    PyObject *prefix = PyTuple_GET_ITEM(section, 0), *ids = PyTuple_GET_ITEM(section, 1);
+    PyObject *suffix = PyTuple_GET_ITEM(section, 2), *rows = PyTuple_GET_ITEM(section, 3);
+    PyObject *statuses = PyTuple_GET_ITEM(section, 4), *status_json = PyTuple_GET_ITEM(section, 5);
     if (!need(prefix, PyBytes_Check(prefix), "bytes") || !need(ids, PyList_Check(ids), "a list")
         || !need(suffix, PyBytes_Check(suffix), "bytes")
         || !need(rows, PyList_Check(rows), "a list")
         || !need(statuses, PyList_Check(statuses), "a list")
         || !need(status_json, PyDict_Check(status_json), "a dict"))
-        return NULL;
-    Py_ssize_t json_index = PyLong_AsSsize_t(args[6]);
+        return -1;
+    Py_ssize_t json_index = PyLong_AsSsize_t(PyTuple_GET_ITEM(section, 6));
     if (json_index == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     Py_ssize_t n = PyList_GET_SIZE(ids);
     if (PyList_GET_SIZE(rows) != n || PyList_GET_SIZE(statuses) != n) {
         PyErr_SetString(PyExc_ValueError, "ids, rows and statuses differ in length");
-        return NULL;
+        return -1;
     }
-    if (n == 0)
-        return PyBytes_FromStringAndSize(NULL, 0);
-    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), slen = PyBytes_GET_SIZE(suffix);
-    const Py_ssize_t fixed = LIT(ID_OPEN) + plen + slen + LIT(FEATURES_OPEN) + LIT(STATUS_OPEN)
-                             + LIT(ENTITY_CLOSE) + 1;
-    /* First pass: check every part and add up the size (no other allocation). */
-    Py_ssize_t total = -1; /* no comma after the last entity */
+    const Py_ssize_t fixed = LIT(ID_OPEN) + PyBytes_GET_SIZE(prefix) + PyBytes_GET_SIZE(suffix)
+                             + LIT(FEATURES_OPEN) + LIT(STATUS_OPEN) + LIT(ENTITY_CLOSE) + 1;
     char digits[24];
+    if (n)
+        *total -= 1; /* no comma after the last entity */
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t v;
         if (id_of(PyList_GET_ITEM(ids, i), &v) < 0)
-            return NULL;
+            return -1;
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) <= json_index || json_index < 0) {
             PyErr_SetString(PyExc_TypeError, "a row is a tuple holding its JSON fragment");
-            return NULL;
+            return -1;
         }
         PyObject *json = PyTuple_GET_ITEM(row, json_index);
         PyObject *sj = PyDict_GetItemWithError(status_json, PyList_GET_ITEM(statuses, i));
         if (sj == NULL) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_KeyError, "a status with no JSON form");
-            return NULL;
+            return -1;
         }
         if (!need(json, PyBytes_Check(json), "bytes") || !need(sj, PyBytes_Check(sj), "bytes"))
-            return NULL;
-        total += fixed + (digits + sizeof digits - format_u64(v, digits + sizeof digits))
-                 + PyBytes_GET_SIZE(json) + PyBytes_GET_SIZE(sj);
+            return -1;
+        *total += fixed + (digits + sizeof digits - format_u64(v, digits + sizeof digits))
+                  + PyBytes_GET_SIZE(json) + PyBytes_GET_SIZE(sj);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
-    if (out == NULL)
-        return NULL;
-    char *w = PyBytes_AS_STRING(out);
+    return 0;
+}
+
+/* Write a section checked by section_size; returns the end. */
+static char *
+section_write(PyObject *section, char *w)
+{
+    PyObject *prefix = PyTuple_GET_ITEM(section, 0), *ids = PyTuple_GET_ITEM(section, 1);
+    PyObject *suffix = PyTuple_GET_ITEM(section, 2), *rows = PyTuple_GET_ITEM(section, 3);
+    PyObject *statuses = PyTuple_GET_ITEM(section, 4), *status_json = PyTuple_GET_ITEM(section, 5);
+    Py_ssize_t json_index = PyLong_AsSsize_t(PyTuple_GET_ITEM(section, 6));
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), slen = PyBytes_GET_SIZE(suffix);
     const char *p = PyBytes_AS_STRING(prefix), *s = PyBytes_AS_STRING(suffix);
-    /* Second pass: copy (everything was checked above). */
+    char digits[24];
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t v = (uint64_t)PyLong_AsLongLong(PyList_GET_ITEM(ids, i));
         PyObject *json = PyTuple_GET_ITEM(PyList_GET_ITEM(rows, i), json_index);
@@ -384,9 +402,36 @@ entities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         memcpy(w, PyBytes_AS_STRING(sj), PyBytes_GET_SIZE(sj)), w += PyBytes_GET_SIZE(sj);
         memcpy(w, ENTITY_CLOSE, LIT(ENTITY_CLOSE)), w += LIT(ENTITY_CLOSE);
     }
+    return w;
+}
+
+/* join_json(parts: list) -> bytes
+ * The parts in order, each bytes (copied as it is) or a section tuple (its entities):
+ * a whole answer in one buffer, every byte copied once. */
+static PyObject *
+join_json(PyObject *self, PyObject *parts)
+{
+    if (!need(parts, PyList_Check(parts), "a list"))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(parts), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        if (PyBytes_Check(part))
+            total += PyBytes_GET_SIZE(part);
+        else if (section_size(part, &total) < 0)
+            return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        w = PyBytes_Check(part) ? put_bytes(w, part) : section_write(part, w);
+    }
     if (w != PyBytes_AS_STRING(out) + total) { /* cannot happen: sizes were added up above */
         Py_DECREF(out);
-        PyErr_SetString(PyExc_SystemError, "entities: size mismatch");
+        PyErr_SetString(PyExc_SystemError, "join_json: size mismatch");
         return NULL;
     }
     return out;
@@ -414,13 +459,6 @@ put_varint(char *w, uint64_t v)
     }
     *w++ = (char)v;
     return w;
-}
-
-static char *
-put_bytes(char *w, PyObject *b)
-{
-    memcpy(w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
-    return w + PyBytes_GET_SIZE(b);
 }
 
 /* The bytes item `index` of row tuple `row`, or item `sub` of the tuple at `index`
@@ -604,8 +642,8 @@ static PyMethodDef methods[] = {
      "l1_get(get, keys, now, miss): L1's value per key, or miss."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,
      "resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)."},
-    {"entities", (PyCFunction)(void (*)(void))entities, METH_FASTCALL,
-     "entities(id_prefix, ids, id_suffix, rows, statuses, status_json, json_index)."},
+    {"join_json", (PyCFunction)join_json, METH_O,
+     "join_json(parts): bytes parts and entity sections joined into one buffer."},
     {"view_block", (PyCFunction)(void (*)(void))view_block, METH_FASTCALL,
      "view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)."},
     {NULL, NULL, 0, NULL},

@@ -103,6 +103,17 @@ def py_resolve(
     return rows, out, ages, (counts[0], counts[1], counts[2], counts[3])
 
 
+# One view's entities in an HTTP answer: (id_prefix, ids, id_suffix, rows, statuses,
+# status_json, json_index), see py_entities.
+Section = tuple[bytes, list[int], bytes, list[Any], list[Any], Mapping[Any, bytes], int]
+
+
+def py_join_json(parts: list[bytes | Section]) -> bytes:
+    """The parts in order, each bytes (as it is) or a section (its entities, as
+    `py_entities` renders them): a whole answer, built once."""
+    return b"".join([p if isinstance(p, bytes) else py_entities(*p) for p in parts])
+
+
 def py_entities(
     id_prefix: bytes,
     ids: list[int],
@@ -190,5 +201,7 @@ l1_get: Callable[[Callable[[bytes], Any], list[bytes], float, Any], list[Any]] =
 resolve: Callable[..., tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]] = (
     _native.resolve if _native is not None else py_resolve
 )
-entities: Callable[..., bytes] = _native.entities if _native is not None else py_entities
+join_json: Callable[[list[bytes | Section]], bytes] = (
+    _native.join_json if _native is not None else py_join_json
+)
 view_block: Callable[..., bytes] = _native.view_block if _native is not None else py_view_block

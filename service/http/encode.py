@@ -35,24 +35,24 @@ def encode_entities(ids: Sequence[bytes], views: Sequence[ViewRows]) -> bytes:
     return b"".join(parts)
 
 
-def _entities(prefix: bytes, ids: list[int], suffix: bytes, views: Sequence[ViewRows]) -> bytes:
-    """`encode_entities` for ids written `prefix + id + suffix`; one view's entities
-    (the usual case) are joined by native.entities, compiled where built."""
+def _section(prefix: bytes, ids: list[int], suffix: bytes, views: Sequence[ViewRows]) -> Any:
+    """The entities of `ids` (written `prefix + id + suffix`) for native.join_json: one
+    view's (the usual case) as a section it renders, several views' as bytes."""
     if len(views) == 1:
         v = views[0]
-        return native.entities(prefix, ids, suffix, v.rows, v.statuses, v.plan.status_json, JSON)
+        return (prefix, ids, suffix, v.rows, v.statuses, v.plan.status_json, JSON)
     return encode_entities([b"%s%d%s" % (prefix, i, suffix) for i in ids], views)
 
 
 def encode_bundle(r: BundleResult) -> bytes:
-    """The /v1/bundle body of docs/design.md."""
-    pairs = _entities(b"[%d," % r.user_id, r.room_ids, b"]", r.pairs) if r.pairs else b""
-    return b"".join(
+    """The /v1/bundle body of docs/design.md, built in one buffer (native.join_json)."""
+    pairs = _section(b"[%d," % r.user_id, r.room_ids, b"]", r.pairs) if r.pairs else b""
+    return native.join_json(
         [
             b'{"bundle":"%s","user":' % r.bundle.encode(),
-            _entities(b"", [r.user_id], b"", r.user),
+            _section(b"", [r.user_id], b"", r.user),
             b',"rooms":[',
-            _entities(b"", r.room_ids, b"", r.rooms),
+            _section(b"", r.room_ids, b"", r.rooms),
             b'],"pairs":[',
             pairs,
             b"]}",

@@ -120,31 +120,46 @@ STATUS_JSON = {s: b'"v":"%s"' % s.name.encode() for s in Status}
 
 @given(
     prefix=st.sampled_from([b"", b"[7,", b"[9223372036854775807,"]),
-    data=st.lists(st.tuples(st.integers(0, INT64_MAX), json_text, st.sampled_from(STATUSES)),
-                  max_size=150),
+    sections=st.lists(
+        st.lists(st.tuples(st.integers(0, INT64_MAX), json_text, st.sampled_from(STATUSES)),
+                 max_size=150),
+        max_size=3,
+    ),
+    literals=st.lists(st.binary(max_size=20), min_size=4, max_size=4),
     suffix=st.sampled_from([b"", b"]"]),
 )  # fmt: skip
-def test_entities_are_the_same_bytes(
-    prefix: bytes, data: list[tuple[int, bytes, Status]], suffix: bytes
+def test_answers_are_the_same_bytes(
+    prefix: bytes,
+    sections: list[list[tuple[int, bytes, Status]]],
+    literals: list[bytes],
+    suffix: bytes,
 ) -> None:
-    id_list = [i for i, _, _ in data]
-    row_list = [(0, j, b"", (), ()) for _, j, _ in data]
-    status_list = [s for _, _, s in data]
-    a = compiled.entities(prefix, id_list, suffix, row_list, status_list, STATUS_JSON, 1)
-    b = native.py_entities(prefix, id_list, suffix, row_list, status_list, STATUS_JSON, 1)
-    assert a == b
+    parts: list[Any] = [literals[0]]
+    for k, data in enumerate(sections):
+        rows = [(0, j, b"", (), ()) for _, j, _ in data]
+        ids, statuses = [i for i, _, _ in data], [s for _, _, s in data]
+        parts += [(prefix, ids, suffix, rows, statuses, STATUS_JSON, 1), literals[k + 1]]
+    assert compiled.join_json(parts) == native.py_join_json(parts)
 
 
-def test_entities_refuse_inconsistent_input() -> None:
+def test_answers_refuse_inconsistent_input() -> None:
     row = (0, b"{}", b"", (), ())
+
+    def join(*section: Any) -> bytes:
+        return bytes(compiled.join_json([b"{", section, b"}"]))
+
     with pytest.raises(ValueError, match="length"):
-        compiled.entities(b"", [1, 2], b"", [row], [Status.FOUND], STATUS_JSON, 1)
+        join(b"", [1, 2], b"", [row], [Status.FOUND], STATUS_JSON, 1)
     with pytest.raises(KeyError):
-        compiled.entities(b"", [1], b"", [row], [99], STATUS_JSON, 1)
+        join(b"", [1], b"", [row], [99], STATUS_JSON, 1)
     with pytest.raises(TypeError):
-        compiled.entities(b"", [1], b"", [(0, "not bytes")], [Status.FOUND], STATUS_JSON, 1)
+        join(b"", [1], b"", [(0, "not bytes")], [Status.FOUND], STATUS_JSON, 1)
     with pytest.raises(TypeError):
-        compiled.entities(b"", [1], b"", [row], [Status.FOUND], STATUS_JSON, 9)
+        join(b"", [1], b"", [row], [Status.FOUND], STATUS_JSON, 9)
+    with pytest.raises(TypeError, match="section"):
+        compiled.join_json([b"{", (b"", [1]), b"}"])
+    with pytest.raises(TypeError):
+        compiled.join_json((b"not a list",))
 
 
 # A gRPC view block: rows carry numeric bytes, vector bytes per column, string entries.
