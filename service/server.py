@@ -208,7 +208,8 @@ def _keep_big_buffers_in_the_heap() -> str:
     in page by page and unmapped again. Measured on the standard workload (2-core
     machine, concurrency 8, same sitting): 500 rooms over HTTP 2.1-2.2 -> 1.1-1.3 ms of
     CPU per request, gRPC 500 rooms 1.74 -> 1.54 ms, HTTP 100 rooms 0.47 -> 0.42-0.46.
-    The cost: up to TRIM_THRESHOLD_BYTES of freed memory may stay in the process.
+    The cost: freed heap memory goes back to the system only once more than
+    TRIM_THRESHOLD_BYTES of it is free at the top of the heap (docs/operations.md).
     Returns what was done ("glibc" or "default": another C library, left alone)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
