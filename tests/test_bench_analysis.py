@@ -180,3 +180,14 @@ def test_figure_lookup() -> None:
     assert analysis.figure(cases, "echo-grpc-100", 32, "throughput_rps") is None
     assert analysis.figure(cases, "nope", 1, "throughput_rps") is None
     assert analysis.figure(cases, "echo-grpc-100", 1, "latency_ms") is None  # not a number
+
+
+def test_the_compiled_loops_are_compared_with_the_python_ones() -> None:
+    cases = {
+        "echo-http-100": meta("echo-http-100", "echo", "http", None, 100),
+        "livefeat-http-embedded-100": CASES["livefeat-http-embedded-100"],
+        "livefeat-http-python-100": meta("livefeat-http-python-100", "livefeat", "http", "python", 100),
+    }  # fmt: skip
+    got = analysis.comparisons(cases)
+    assert ("livefeat-http-embedded-100", "livefeat-http-python-100", "compiled / python") in got
+    assert len(got) == 3  # each against its echo, and the compiled against the Python loops
