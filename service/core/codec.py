@@ -413,26 +413,10 @@ class ViewCodec:
             with np.errstate(over="ignore"):
                 numeric = np.array(scalars, dtype=np.float32).tobytes()
         vectors = tuple([buf[start:end] for start, end, _ in self._vector_spans])
-        entries = []
-        texts = []
-        pos = self.fixed_size
-        size = len(buf)
-        try:
-            for key in self._string_keys:
-                end = pos + 2 + int.from_bytes(buf[pos : pos + 2], "little")
-                if end > size:
-                    raise CorruptValue(f"{self.view}: stored value cut short in {key!r}")
-                texts.append(buf[pos + 2 : end].decode())
-                n = end - pos - 2
-                # The protobuf entry: tag 2, varint length (one byte under 128), UTF-8.
-                head = b"\x12" + (bytes((n,)) if n < 0x80 else varint(n))
-                entries.append(head + buf[pos + 2 : end])
-                pos = end
-        except UnicodeDecodeError as exc:
-            raise CorruptValue(f"{self.view}: stored text is not UTF-8 ({exc.reason})") from None
-        if pos != size:  # the served section: the JSON values, ready to fill in
+        texts, entries, pos = self._strings_of(buf)
+        if pos != len(buf):  # the served section: the JSON values, ready to fill in
             json = self._json_template % tuple(self._served_parts(buf, pos))
-            return event_time_ms, json, numeric, vectors, tuple(entries)
+            return event_time_ms, json, numeric, vectors, entries
         # No served section (a view where it does not pay, or a value written before
         # there were any): render the JSON values from the binary part.
         values = list(scalars)
@@ -447,7 +431,7 @@ class ViewCodec:
             orjson.dumps(out, option=_JSON_OPTS)[1:-1],
             numeric,
             vectors,
-            tuple(entries),
+            entries,
         )
 
     __call__ = decode_row  # a codec is the decoder the store calls per value
@@ -470,8 +454,9 @@ class ViewCodec:
         row's JSON alone cost most of their CPU; here one orjson call per column
         renders every row's values, and the view's JSON template is filled row by
         row, as for values with a served section: about a quarter less CPU per row
-        in batches of about a hundred, more in small ones (DECODE_BATCH_MIN). Values with a served
-        section, and any value the batch cannot take, go through `decode_row`.
+        in batches of about a hundred. Fewer than DECODE_BATCH_MIN values (where a
+        batch costs more), values with a served section, and values the batch
+        cannot take go through `decode_row`.
         The tests check that both give the same rows, or both refuse."""
         if len(bufs) < DECODE_BATCH_MIN:
             return [self._decode_or_error(buf) for buf in bufs]
@@ -492,8 +477,12 @@ class ViewCodec:
             if len(buf) < size or HEADER.unpack_from(buf)[0] >> 48 != version:
                 out[i] = self._decode_or_error(buf)
                 continue
-            got = self._strings_of(buf) if self._strings else ((), (), size)
-            if got is None or got[2] != len(buf):  # damaged, or a served section
+            try:
+                got = self._strings_of(buf)
+            except CorruptValue as exc:
+                out[i] = exc
+                continue
+            if got[2] != len(buf):  # a served section: decode_row fills the template
                 out[i] = self._decode_or_error(buf)
                 continue
             plain.append(i)
@@ -525,25 +514,26 @@ class ViewCodec:
         except CorruptValue as exc:
             return exc
 
-    def _strings_of(self, buf: bytes) -> tuple[list[str], tuple[bytes, ...], int] | None:
-        """The string features of a value (text, protobuf entry) and where they end;
-        None if they run past the value or are not UTF-8."""
+    def _strings_of(self, buf: bytes) -> tuple[list[str], tuple[bytes, ...], int]:
+        """The string features of a value after its fixed part: their texts, their
+        protobuf entries, and where they end. Raises CorruptValue."""
         texts = []
         entries = []
         pos = self.fixed_size
         size = len(buf)
-        for _ in self._string_keys:
-            end = pos + 2 + int.from_bytes(buf[pos : pos + 2], "little")
-            if end > size:
-                return None
-            try:
+        try:
+            for key in self._string_keys:
+                end = pos + 2 + int.from_bytes(buf[pos : pos + 2], "little")
+                if end > size:
+                    raise CorruptValue(f"{self.view}: stored value cut short in {key!r}")
                 texts.append(buf[pos + 2 : end].decode())
-            except UnicodeDecodeError:
-                return None
-            n = end - pos - 2
-            head = b"\x12" + (bytes((n,)) if n < 0x80 else varint(n))
-            entries.append(head + buf[pos + 2 : end])
-            pos = end
+                n = end - pos - 2
+                # The protobuf entry: tag 2, varint length (one byte under 128), UTF-8.
+                head = b"\x12" + (bytes((n,)) if n < 0x80 else varint(n))
+                entries.append(head + buf[pos + 2 : end])
+                pos = end
+        except UnicodeDecodeError as exc:
+            raise CorruptValue(f"{self.view}: stored text is not UTF-8 ({exc.reason})") from None
         return texts, tuple(entries), pos
 
     def _numeric_rows(self, fixed: np.ndarray) -> list[bytes]:
