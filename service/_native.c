@@ -187,7 +187,14 @@ l1_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *entry = PyObject_CallOneArg(get, PyList_GET_ITEM(keys, i));
+        if (i >= PyList_GET_SIZE(keys)) { /* `get` is any callable: it may change `keys` */
+            PyErr_SetString(PyExc_RuntimeError, "keys changed during the lookup");
+            goto fail;
+        }
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        Py_INCREF(key);
+        PyObject *entry = PyObject_CallOneArg(get, key);
+        Py_DECREF(key);
         if (entry == NULL)
             goto fail;
         PyObject *value = miss;

@@ -226,3 +226,13 @@ def test_view_block_refuses_malformed_rows() -> None:
         compiled.view_block(b"", [], [], [(0, b"", "text", (), ())], [1], [0], (2, 3, 4))
     with pytest.raises(TypeError):
         compiled.view_block(b"", [], [], [(0,)], [1], [0], (2, 3, 4))
+
+
+def test_l1_lookup_survives_a_getter_that_changes_the_keys() -> None:
+    keys = [b"a", b"b", b"c"]
+
+    def get(key: bytes) -> None:
+        keys.clear()  # drops the list's references to every key
+
+    with pytest.raises(RuntimeError, match="changed"):
+        compiled.l1_get(get, keys, 0.0, MISS)
