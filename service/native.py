@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from service.core.codec import varint
+
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
@@ -139,13 +141,7 @@ def py_entities(
 
 def _varint(n: int) -> bytes:
     """The protobuf varint of an int64 (a negative one as its 64-bit two's complement)."""
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return varint(n & 0xFFFFFFFFFFFFFFFF)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
