@@ -4,7 +4,8 @@ every `Row` carries pre-rendered, and handed to grpc.aio as they are.
 Why: filling the generated messages costs a Python call per column and per string,
 then a serialisation of the whole answer; here a view block is the per-row bytes
 (float32 numeric row, vector bytes, string entries) joined column by column, and the
-statuses and ages as packed varints, in one compiled call (service/native.py). The bytes are those of the messages in protos/livefeat/v1: a
+statuses and ages as packed varints, in one compiled call (service/native.py).
+The bytes are those of the messages in protos/livefeat/v1: a
 client parses them with the generated classes (tests/grpc/test_wire.py checks every
 value against the HTTP answer). Protobuf concatenation merges messages, which is
 what lets a block be built from separately encoded fields.

@@ -25,7 +25,9 @@ class PresenceFilter:
     """Bloom filter over keys starting with one of `prefixes`; 3 hashes, 16 bits per key.
 
     Adds are vectorised with numpy (2,000 pair keys: 1.02 -> 0.20 us per key); lookups,
-    100 per request, are compiled (service/native.py: 21 us with numpy, under 3 in C).
+    100 per request, are compiled (service/native.py): 100 took 21 us with numpy and
+    0.4 us compiled with the bits in the CPU's cache; in a served request, where they
+    mostly are not, about 5% of the server's profile.
     """
 
     HASHES = 3
