@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_shortest.h"
+
 /* Decimal digits of v (at most 20) into the end of buf[24]; returns the first one. */
 static char *
 format_u64(uint64_t v, char *end)
@@ -639,6 +641,462 @@ fail:
     PyMem_Free(inner);
     return NULL;
 }
+/* ---------------------------------------------------------------------------------
+ * decode_rows(layout, values) -> list[row | None]
+ *
+ * ViewCodec.decode_row of each stored value (service/core/codec.py: the layout, the
+ * Row tuple, and the Python definition this must match byte for byte), or None where
+ * this does not decode it and the codec's Python does: a value that is not bytes, is
+ * too short, has another layout version, holds text that is not UTF-8, is cut short,
+ * or carries anything after its strings (a served section, or damage). The codec
+ * then decodes or refuses it as before, with its own error messages.
+ *
+ * layout = (version16, fixed_size, scalar_codes, vector_dims, n_strings, order):
+ *   scalar_codes: bytes, the struct codes (q d f ?) of the scalars in stored order;
+ *   vector_dims:  tuple of int, each float vector's dim in stored order;
+ *   order:        tuple of (name_json, group, index) per feature in registry order:
+ *                 name_json is the JSON of "view.feature" followed by ':', group
+ *                 0 scalar, 1 vector, 2 string, index its place in the group.
+ */
+
+typedef struct {
+    uint64_t version16;
+    Py_ssize_t fixed_size, n_scalars, n_vectors, n_strings, n_order;
+    const char *codes;        /* n_scalars struct codes */
+    Py_ssize_t *scalar_at;    /* byte offset of each scalar */
+    Py_ssize_t *vector_at;    /* byte offset of each vector */
+    Py_ssize_t *vector_dim;
+    PyObject **names;         /* borrowed: name_json per feature, registry order */
+    int *group;
+    Py_ssize_t *index;
+    Py_ssize_t json_bound;    /* most JSON bytes a row's names, numbers and vectors take */
+} Layout;
+
+static void
+layout_free(Layout *l)
+{
+    PyMem_Free(l->scalar_at);
+    PyMem_Free(l->vector_at);
+    PyMem_Free(l->vector_dim);
+    PyMem_Free(l->names);
+    PyMem_Free(l->group);
+    PyMem_Free(l->index);
+}
+
+static int
+layout_bad(const char *why)
+{
+    PyErr_Format(PyExc_ValueError, "decode_rows: bad layout (%s)", why);
+    return -1;
+}
+
+static int
+layout_parse(PyObject *spec, Layout *l)
+{
+    memset(l, 0, sizeof *l);
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 6)
+        return layout_bad("a tuple of 6");
+    PyObject *codes = PyTuple_GET_ITEM(spec, 2), *dims = PyTuple_GET_ITEM(spec, 3);
+    PyObject *order = PyTuple_GET_ITEM(spec, 5);
+    if (!PyBytes_Check(codes) || !PyTuple_Check(dims) || !PyTuple_Check(order))
+        return layout_bad("codes bytes, dims and order tuples");
+    l->version16 = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(spec, 0));
+    l->fixed_size = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+    l->n_strings = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 4));
+    if (PyErr_Occurred())
+        return -1;
+    l->n_scalars = PyBytes_GET_SIZE(codes);
+    l->codes = PyBytes_AS_STRING(codes);
+    l->n_vectors = PyTuple_GET_SIZE(dims);
+    l->n_order = PyTuple_GET_SIZE(order);
+    l->scalar_at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(l->n_scalars + 1));
+    l->vector_at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(l->n_vectors + 1));
+    l->vector_dim = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(l->n_vectors + 1));
+    l->names = PyMem_Malloc(sizeof(PyObject *) * (size_t)(l->n_order + 1));
+    l->group = PyMem_Malloc(sizeof(int) * (size_t)(l->n_order + 1));
+    l->index = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(l->n_order + 1));
+    if (!l->scalar_at || !l->vector_at || !l->vector_dim || !l->names || !l->group || !l->index) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t at = 8; /* after the header */
+    for (Py_ssize_t k = 0; k < l->n_scalars; k++) {
+        l->scalar_at[k] = at;
+        switch (l->codes[k]) {
+        case 'q': case 'd': at += 8; break;
+        case 'f': at += 4; break;
+        case '?': at += 1; break;
+        default: return layout_bad("a scalar code not in q, d, f, ?");
+        }
+    }
+    for (Py_ssize_t k = 0; k < l->n_vectors; k++) {
+        Py_ssize_t dim = PyLong_AsSsize_t(PyTuple_GET_ITEM(dims, k));
+        if (dim < 0)
+            return PyErr_Occurred() ? -1 : layout_bad("a negative dim");
+        l->vector_at[k] = at;
+        l->vector_dim[k] = dim;
+        at += 4 * dim;
+    }
+    if (at != l->fixed_size)
+        return layout_bad("fixed_size is not the size of the scalars and vectors");
+    Py_ssize_t bound = 0;
+    for (Py_ssize_t k = 0; k < l->n_order; k++) {
+        PyObject *item = PyTuple_GET_ITEM(order, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 0)))
+            return layout_bad("order items (name_json, group, index)");
+        l->names[k] = PyTuple_GET_ITEM(item, 0);
+        long group = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 2));
+        if (PyErr_Occurred())
+            return -1;
+        Py_ssize_t size = group == 0 ? l->n_scalars : group == 1 ? l->n_vectors
+                        : group == 2 ? l->n_strings : -1;
+        if (index < 0 || index >= size)
+            return layout_bad("an order item's group or index");
+        l->group[k] = (int)group;
+        l->index[k] = index;
+        bound += PyBytes_GET_SIZE(l->names[k]) + 1; /* and a comma */
+        bound += group == 0 ? NUMBER_MAX : group == 1 ? 2 + (NUMBER_MAX + 1) * l->vector_dim[index] : 2;
+    }
+    l->json_bound = bound;
+    return 0;
+}
+
+/* Whether s[0:n] is UTF-8 as Python's strict decoder accepts it: no overlong forms,
+ * no surrogates, nothing above U+10FFFF. */
+static int
+utf8_valid(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        Py_ssize_t more;
+        unsigned char lo = 0x80, hi = 0xBF; /* the range of the byte after c */
+        if (c >= 0xC2 && c <= 0xDF)
+            more = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        }
+        else
+            return 0;
+        if (n - i - 1 < more || s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (Py_ssize_t k = 2; k <= more; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+/* s[0:n] (valid UTF-8) as a JSON string, escaped as orjson escapes: \" \\ \b \t \n \f
+ * \r and \u00XX for the other control characters; everything else as it is. */
+static char *
+write_string(char *w, const unsigned char *s, Py_ssize_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *w++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *w++ = (char)c;
+            continue;
+        }
+        *w++ = '\\';
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\t': *w++ = 't'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\f': *w++ = 'f'; break;
+        case '\r': *w++ = 'r'; break;
+        default:
+            memcpy(w, "u00", 3);
+            w[3] = hex[c >> 4];
+            w[4] = hex[c & 15];
+            w += 5;
+        }
+    }
+    *w++ = '"';
+    return w;
+}
+
+static inline uint64_t
+load_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = v << 8 | p[k];
+    return v;
+}
+
+static inline uint32_t
+load_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline double
+load_double(const unsigned char *p)
+{
+    uint64_t bits = load_u64(p);
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static inline float
+load_float(const unsigned char *p)
+{
+    uint32_t bits = load_u32(p);
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* A float32 vector as orjson writes a numpy float32 array: [a,b,...]. */
+static char *
+write_vector(char *w, const unsigned char *p, Py_ssize_t dim)
+{
+    *w++ = '[';
+    for (Py_ssize_t k = 0; k < dim; k++) {
+        if (k)
+            *w++ = ',';
+        w = write_float(w, load_float(p + 4 * k));
+    }
+    *w++ = ']';
+    return w;
+}
+
+/* A scalar's JSON value and its float32 in the numeric row, as decode_row gives them
+ * (struct's 'f' rounds the double; beyond float32's range, inf, as numpy's cast). */
+static char *
+write_scalar(char *w, char code, const unsigned char *p, float *numeric)
+{
+    switch (code) {
+    case 'q': {
+        int64_t v = (int64_t)load_u64(p);
+        *numeric = (float)(double)v;
+        uint64_t magnitude = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+        char digits[24];
+        char *d = format_u64(magnitude, digits + sizeof digits);
+        if (v < 0)
+            *w++ = '-';
+        memcpy(w, d, (size_t)(digits + sizeof digits - d));
+        return w + (digits + sizeof digits - d);
+    }
+    case 'd': {
+        double x = load_double(p);
+        *numeric = (float)x;
+        return write_double(w, x);
+    }
+    case 'f': {
+        float x = load_float(p);
+        *numeric = x;
+        return write_float(w, x);
+    }
+    default: /* '?' */
+        *numeric = p[0] ? 1.0f : 0.0f;
+        memcpy(w, p[0] ? "true" : "false", p[0] ? 4 : 5);
+        return w + (p[0] ? 4 : 5);
+    }
+}
+
+/* One row, or Py_None (new reference) where the codec's Python must decode it. */
+static PyObject *
+decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch_size,
+           Py_ssize_t *text_at, Py_ssize_t *text_len)
+{
+    if (!PyBytes_Check(value))
+        Py_RETURN_NONE;
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(value);
+    Py_ssize_t size = PyBytes_GET_SIZE(value);
+    if (size < l->fixed_size)
+        Py_RETURN_NONE;
+    uint64_t head = load_u64(buf);
+    if (head >> 48 != l->version16)
+        Py_RETURN_NONE;
+    /* The strings first: where each is, and whether all is well. */
+    Py_ssize_t pos = l->fixed_size, json_size = l->json_bound, entries_size = 0;
+    for (Py_ssize_t k = 0; k < l->n_strings; k++) {
+        if (size - pos < 2)
+            Py_RETURN_NONE;
+        Py_ssize_t n = (Py_ssize_t)buf[pos] | (Py_ssize_t)buf[pos + 1] << 8;
+        if (size - pos - 2 < n || !utf8_valid(buf + pos + 2, n))
+            Py_RETURN_NONE;
+        text_at[k] = pos + 2;
+        text_len[k] = n;
+        json_size += 6 * n;
+        entries_size += n;
+        pos += 2 + n;
+    }
+    if (pos != size) /* a served section (or damage): the Python decodes or refuses it */
+        Py_RETURN_NONE;
+    if (json_size > *scratch_size) {
+        char *bigger = PyMem_Realloc(*scratch, (size_t)json_size);
+        if (bigger == NULL)
+            return PyErr_NoMemory();
+        *scratch = bigger;
+        *scratch_size = json_size;
+    }
+    PyObject *numeric = PyBytes_FromStringAndSize(NULL, 4 * l->n_scalars);
+    PyObject *vectors = PyTuple_New(l->n_vectors);
+    PyObject *entries = PyTuple_New(l->n_strings);
+    PyObject *time = PyLong_FromUnsignedLongLong(head & 0xFFFFFFFFFFFFull);
+    PyObject *json = NULL;
+    if (!numeric || !vectors || !entries || !time)
+        goto fail;
+    char *w = *scratch;
+    float *numbers = (float *)PyBytes_AS_STRING(numeric); /* aligned: a bytes object's data */
+    for (Py_ssize_t k = 0; k < l->n_order; k++) {
+        if (k)
+            *w++ = ',';
+        PyObject *name = l->names[k];
+        memcpy(w, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        w += PyBytes_GET_SIZE(name);
+        Py_ssize_t i = l->index[k];
+        if (l->group[k] == 0) {
+            float f;
+            w = write_scalar(w, l->codes[i], buf + l->scalar_at[i], &f);
+            memcpy(&numbers[i], &f, sizeof f);
+        }
+        else if (l->group[k] == 1)
+            w = write_vector(w, buf + l->vector_at[i], l->vector_dim[i]);
+        else
+            w = write_string(w, buf + text_at[i], text_len[i]);
+    }
+    json = PyBytes_FromStringAndSize(*scratch, w - *scratch);
+    if (json == NULL)
+        goto fail;
+    for (Py_ssize_t k = 0; k < l->n_vectors; k++) {
+        PyObject *v = PyBytes_FromStringAndSize((const char *)buf + l->vector_at[k],
+                                                4 * l->vector_dim[k]);
+        if (v == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(vectors, k, v);
+    }
+    for (Py_ssize_t k = 0; k < l->n_strings; k++) { /* protobuf: tag 2, length, UTF-8 */
+        Py_ssize_t n = text_len[k];
+        PyObject *e = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)n) + n);
+        if (e == NULL)
+            goto fail;
+        char *p = PyBytes_AS_STRING(e);
+        *p++ = 0x12;
+        p = put_varint(p, (uint64_t)n);
+        memcpy(p, buf + text_at[k], (size_t)n);
+        PyTuple_SET_ITEM(entries, k, e);
+    }
+    PyObject *row = PyTuple_New(5);
+    if (row == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 0, time);
+    PyTuple_SET_ITEM(row, 1, json);
+    PyTuple_SET_ITEM(row, 2, numeric);
+    PyTuple_SET_ITEM(row, 3, vectors);
+    PyTuple_SET_ITEM(row, 4, entries);
+    return row;
+fail:
+    Py_XDECREF(numeric);
+    Py_XDECREF(vectors);
+    Py_XDECREF(entries);
+    Py_XDECREF(time);
+    Py_XDECREF(json);
+    return NULL;
+}
+
+static PyObject *
+decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("decode_rows", nargs, 2) < 0)
+        return NULL;
+    PyObject *values = args[1];
+    if (!need(values, PyList_Check(values), "a list"))
+        return NULL;
+    Layout l;
+    PyObject *out = NULL;
+    char *scratch = NULL;
+    Py_ssize_t scratch_size = 0;
+    Py_ssize_t *text = NULL;
+    if (layout_parse(args[0], &l) < 0)
+        goto done;
+    text = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * l.n_strings + 1));
+    if (text == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = decode_one(&l, PyList_GET_ITEM(values, i), &scratch, &scratch_size,
+                                   text, text + l.n_strings);
+        if (row == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, row);
+    }
+done:
+    layout_free(&l);
+    PyMem_Free(text);
+    PyMem_Free(scratch);
+    return out;
+}
+
+/* json_numbers(data: bytes, width: 4 or 8) -> bytes: the little-endian floats (4) or
+ * doubles (8) in `data` as orjson writes a numpy float32 or float64 array. For the
+ * tests, which check the shortest-decimal code against orjson on many values. */
+static PyObject *
+json_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("json_numbers", nargs, 2) < 0)
+        return NULL;
+    if (!need(args[0], PyBytes_Check(args[0]), "bytes"))
+        return NULL;
+    long width = PyLong_AsLong(args[1]);
+    if (width == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if ((width != 4 && width != 8) || size % width) {
+        PyErr_SetString(PyExc_ValueError, "width is 4 or 8 and divides the data's length");
+        return NULL;
+    }
+    Py_ssize_t count = size / width;
+    char *buf = PyMem_Malloc((size_t)(2 + count * (NUMBER_MAX + 1)));
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    char *w = buf;
+    *w++ = '[';
+    for (Py_ssize_t k = 0; k < count; k++) {
+        if (k)
+            *w++ = ',';
+        w = width == 4 ? write_float(w, load_float(p + 4 * k)) : write_double(w, load_double(p + 8 * k));
+    }
+    *w++ = ']';
+    PyObject *out = PyBytes_FromStringAndSize(buf, w - buf);
+    PyMem_Free(buf);
+    return out;
+}
+
 
 static PyMethodDef methods[] = {
     {"keys", (PyCFunction)(void (*)(void))keys, METH_FASTCALL,
@@ -653,6 +1111,10 @@ static PyMethodDef methods[] = {
      "join_json(parts): bytes parts and entity sections joined into one buffer."},
     {"view_block", (PyCFunction)(void (*)(void))view_block, METH_FASTCALL,
      "view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)."},
+    {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
+     "decode_rows(layout, values): ViewCodec.decode_row per value, or None to leave to it."},
+    {"json_numbers", (PyCFunction)(void (*)(void))json_numbers, METH_FASTCALL,
+     "json_numbers(data, width): floats (4) or doubles (8) as orjson writes numpy arrays."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -201,3 +201,13 @@ join_json: Callable[[list[bytes | Section]], bytes] = (
     _native.join_json if _native is not None else py_join_json
 )
 view_block: Callable[..., bytes] = _native.view_block if _native is not None else py_view_block
+# ViewCodec.decode_row for many values of one view, compiled (None where not built: the
+# codec decodes in Python). Its Python definition is the codec's own decode_row, which
+# also takes every value this leaves (None): service/core/codec.py, `_layout`.
+decode_rows: Callable[[tuple[Any, ...], list[bytes]], list[Any]] | None = (
+    _native.decode_rows if _native is not None else None
+)
+# For tests and scripts/check_floats.py: numbers rendered as orjson renders numpy arrays.
+json_numbers: Callable[[bytes, int], bytes] | None = (
+    _native.json_numbers if _native is not None else None
+)

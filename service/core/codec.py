@@ -41,7 +41,7 @@ import operator
 import reprlib
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -252,7 +252,35 @@ class ViewCodec:
         self._json_template = b",".join(
             orjson.dumps(name).replace(b"%", b"%%") + b":%s" for name in self._names
         )
+        # The compiled decoder (service/_native.c, decode_rows) and its description of
+        # this layout; None where the module is not built. (Imported here: service.native
+        # uses this module's varint.)
+        from service import native
+
+        self._decode_compiled = native.decode_rows
+        self._layout = (
+            None
+            if native.decode_rows is None
+            else (
+                self.version & 0xFFFF,
+                self.fixed_size,
+                "".join(_SCALAR_CODE[f.type] for f in scalars).encode(),
+                tuple(f.dim for f in vectors),
+                len(self._strings),
+                tuple(self._compiled_order()),
+            )
+        )
         self.default_row = self.decode_row(self.encode(0, self.default_values))
+
+    def _compiled_order(self) -> list[tuple[bytes, int, int]]:
+        """Per feature in registry order: its JSON name and colon, its group (0 scalar,
+        1 vector, 2 string) and its place in the group, as service/_native.c reads them."""
+        groups = [self._scalars, self._vectors, self._strings]
+        out = []
+        for f, name in zip(self.features, self._names, strict=True):
+            group = next(g for g, members in enumerate(groups) if f in members)
+            out.append((orjson.dumps(name) + b":", group, groups[group].index(f)))
+        return out
 
     def __repr__(self) -> str:
         return f"<ViewCodec {self.view} v{self.version:08x} {len(self.features)} features>"
@@ -394,8 +422,24 @@ class ViewCodec:
     def decode_row(self, buf: bytes) -> Row:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue.
 
-        Every row read from a tier below L1 comes through here, so this path does the
-        least per row. A value with a served section (views where it pays) fills the
+        Every row read from a tier below L1 comes through here or `decode_rows`. The
+        compiled decoder (service/_native.c) takes values without a served section, at
+        about 0.6 us per standard room row instead of 4-6 us (docs/design.md, "The
+        compiled hot path"); it leaves the others, and everything where it is not built,
+        to `decode_row_python`. The tests check that each gives the bytes
+        `decode_row_reference` gives, or that both refuse.
+        """
+        if self._layout is not None:
+            row = self._decode_compiled(self._layout, [buf])[0]  # type: ignore[misc]
+            if row is not None:
+                return row  # type: ignore[no-any-return]
+        return self.decode_row_python(buf)
+
+    def decode_row_python(self, buf: bytes) -> Row:
+        """`decode_row` in Python: what serves where the compiled decoder is not built
+        or leaves a value (a served section, or a value it would refuse).
+
+        This path does the least per row in Python. A value with a served section (views where it pays) fills the
         view's JSON template with the section's values: 2.7 us per standard room row
         on the shared 2-core machine, against 7.0 us for `decode_row_reference`. Without
         one (old values, small views) the JSON is rendered: one struct unpack, one dict
@@ -450,6 +494,19 @@ class ViewCodec:
         """`decode_row` of each value, as a batch: a row, or the CorruptValue that
         `decode_row` raises for that value (the others are decoded all the same).
 
+        Compiled where built, in one call for the batch (values it leaves go through
+        `decode_row_python`); otherwise `decode_rows_python`."""
+        if self._layout is None:
+            return self.decode_rows_python(bufs)
+        rows = self._decode_compiled(self._layout, list(bufs))  # type: ignore[misc]
+        for i, row in enumerate(rows):
+            if row is None:
+                rows[i] = self._decode_or_error(bufs[i], self.decode_row_python)
+        return rows
+
+    def decode_rows_python(self, bufs: Sequence[bytes]) -> list[Row | CorruptValue]:
+        """`decode_rows` in Python, where the compiled decoder is not built.
+
         A cold read brings a hundred rows of one view at once, and rendering each
         row's JSON alone cost most of their CPU; here one orjson call per column
         renders every row's values, and the view's JSON template is filled row by
@@ -465,7 +522,7 @@ class ViewCodec:
             return [
                 row
                 for i in range(0, len(bufs), step)
-                for row in self.decode_rows(bufs[i : i + step])
+                for row in self.decode_rows_python(bufs[i : i + step])
             ]
         size = self.fixed_size
         plain: list[int] = []  # rows without a served section: decoded as a batch
@@ -508,9 +565,11 @@ class ViewCodec:
             )
         return out
 
-    def _decode_or_error(self, buf: bytes) -> Row | CorruptValue:
+    def _decode_or_error(
+        self, buf: bytes, decode: Callable[[bytes], Row] | None = None
+    ) -> Row | CorruptValue:
         try:
-            return self.decode_row(buf)
+            return (decode or self.decode_row)(buf)
         except CorruptValue as exc:
             return exc
 

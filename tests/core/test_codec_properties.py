@@ -98,20 +98,23 @@ def test_every_valid_row_round_trips(row: tuple[ViewCodec, int, dict[str, object
     assert got_time == event_time
     for f in codec.features:
         assert same(f, got[f.name], checked[f.name]), (f, got[f.name], checked[f.name])
-    decoded = codec.decode_row(stored)  # the form L1 keeps decodes too
+    decoded = codec.decode_row(stored)  # the form L1 keeps decodes too (compiled)
     assert decoded[0] == event_time
     assert decoded == codec.decode_row_reference(stored)  # the fast path: the same bytes
+    assert codec.decode_row_python(stored) == decoded  # and without the compiled decoder
 
 
 def fast_and_reference_agree(codec: ViewCodec, raw: bytes) -> None:
-    """decode_row and decode_row_reference give the same row, or both CorruptValue."""
+    """decode_row (compiled where built), decode_row_python and decode_row_reference give
+    the same row, or all raise CorruptValue."""
     try:
         want = codec.decode_row_reference(raw)
     except CorruptValue:
-        with pytest.raises(CorruptValue):
-            codec.decode_row(raw)
+        for decode in (codec.decode_row, codec.decode_row_python):
+            with pytest.raises(CorruptValue):
+                decode(raw)
         return
-    assert codec.decode_row(raw) == want
+    assert codec.decode_row(raw) == codec.decode_row_python(raw) == want
 
 
 @given(rows())
@@ -250,6 +253,10 @@ def test_batch_decoding_is_the_row_decoding(feats: list[Feature], data: st.DataO
         stored.append(raw)
     got = plain.decode_rows(stored)
     assert len(got) == n
+    in_python = plain.decode_rows_python(stored)  # where the compiled decoder is not built
+    assert [r if isinstance(r, tuple) else str(r) for r in in_python] == [
+        r if isinstance(r, tuple) else str(r) for r in got
+    ]
     for raw, row in zip(stored, got, strict=True):
         try:
             want = plain.decode_row(raw)

@@ -1,0 +1,292 @@
+/* Shortest decimals of doubles and floats, written as orjson writes them
+ * (docs/design.md, "The compiled hot path"; included by service/_native.c).
+ *
+ * A row read from a tier below L1 is rendered to JSON once, and orjson's output is
+ * the reference: the HTTP answer of a row decoded here and of one decoded by
+ * ViewCodec.decode_row (orjson) must be the same bytes. orjson writes the shortest
+ * decimal that reads back as the same value (among those, the nearest), for a
+ * Python float as a double and for a numpy float32 as a float, in the layout
+ * `write_decimal` describes.
+ *
+ * Finding that decimal follows Ulf Adams' Ryu (PLDI 2018). The value is
+ * m * 2^e2 with the binary exponent lowered by two, so that the halfway points to
+ * the neighbouring values, mv - 2 (or - 1 below a power of two) and mv + 2 with
+ * mv = 4m, are integers. The three are scaled into decimal by one multiplication
+ * with a power of five kept to POW5_BITS bits (service/_native_tables.h, generated
+ * by hatch_build.py from its definition) and a shift, which Ryu proves exact for
+ * these sizes. Then digits are dropped while the interval still holds a shorter
+ * number, tracking whether what was dropped was all zeros, to round to the
+ * nearest (ties to even) and to include a bound only when reading back would.
+ *
+ * One routine serves both widths: a float's mantissa is narrower and its
+ * exponents a subset of a double's, so the double's tables and bounds cover it.
+ * tests/core/test_native.py compares both with orjson: random and edge values in
+ * CI; scripts/check_floats.py every float32 there is.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "_native_tables.h"
+
+typedef unsigned __int128 u128;
+
+/* bits(5^e) for 0 <= e <= 3528; floor(e log10 2) for 0 <= e <= 1650; floor(e log10 5)
+ * for 0 <= e <= 2620: fixed-point approximations, exact in those ranges. */
+static inline int32_t
+pow5_bits(int32_t e)
+{
+    return (int32_t)(((uint32_t)e * 1217359u) >> 19) + 1;
+}
+
+static inline int32_t
+log10_pow2(int32_t e)
+{
+    return (int32_t)(((uint32_t)e * 78913u) >> 18);
+}
+
+static inline int32_t
+log10_pow5(int32_t e)
+{
+    return (int32_t)(((uint32_t)e * 732923u) >> 20);
+}
+
+/* floor(m * t / 2^j) for a 128-bit t = {low, high} and j >= 64. */
+static inline uint64_t
+mul_shift(uint64_t m, const uint64_t t[2], int32_t j)
+{
+    u128 low = (u128)m * t[0];
+    u128 high = (u128)m * t[1];
+    return (uint64_t)(((low >> 64) + high) >> (j - 64));
+}
+
+/* Whether 5^p divides v (v > 0). */
+static inline int
+divisible_by_pow5(uint64_t v, int32_t p)
+{
+    int32_t count = 0;
+    while (v % 5 == 0) {
+        v /= 5;
+        count++;
+    }
+    return count >= p;
+}
+
+/* The shortest decimal, digits * 10^exp10, in the rounding interval of m2 * 2^(e2 + 2);
+ * the nearest to the value when several are as short. `narrow_below` is 1 when the gap
+ * to the next value below is half the gap above (the value is a power of two). */
+static inline uint64_t
+shortest(uint64_t m2, int32_t e2, int narrow_below, int32_t *exp10)
+{
+    const int bounds_read_back = (m2 & 1) == 0; /* round-half-even reads a tie to even m2 */
+    const uint64_t mv = 4 * m2;
+    const uint64_t below = mv - 2 + (uint64_t)narrow_below; /* lower halfway point */
+    uint64_t vr, vp, vm;
+    int32_t e10;
+    int vm_exact = 0, vr_exact = 0; /* no non-zero digit lost in scaling (or dropping) */
+    if (e2 >= 0) {
+        /* scale by 2^e2 / 10^q; q one less than it could be leaves a digit to drop */
+        int32_t q = log10_pow2(e2);
+        q = q > 0 ? q - 1 : 0;
+        int32_t shift = -e2 + q + POW5_BITS + pow5_bits(q) - 1;
+        e10 = q;
+        vr = mul_shift(mv, POW5_INV[q], shift);
+        vp = mul_shift(mv + 2, POW5_INV[q], shift);
+        vm = mul_shift(below, POW5_INV[q], shift);
+        if (q <= 21) { /* beyond, 5^q exceeds every mantissa: nothing divides exactly */
+            if (mv % 5 == 0)
+                vr_exact = divisible_by_pow5(mv, q);
+            else if (bounds_read_back)
+                vm_exact = divisible_by_pow5(below, q);
+            else
+                vp -= (uint64_t)divisible_by_pow5(mv + 2, q); /* the upper bound is out */
+        }
+    }
+    else {
+        /* scale by 5^(-e2-q) / 2^q, that is by 2^e2 / 10^(e2+q) */
+        int32_t q = log10_pow5(-e2);
+        q = q > 0 ? q - 1 : 0;
+        int32_t i = -e2 - q;
+        int32_t shift = q - (pow5_bits(i) - POW5_BITS);
+        e10 = q + e2;
+        vr = mul_shift(mv, POW5[i], shift);
+        vp = mul_shift(mv + 2, POW5[i], shift);
+        vm = mul_shift(below, POW5[i], shift);
+        if (q <= 1) { /* dividing by 2^q <= 2: mv and mv + 2 are even, exact */
+            vr_exact = 1;
+            if (bounds_read_back)
+                vm_exact = q == 0 || !narrow_below; /* below is even unless narrow_below */
+            else
+                vp -= 1; /* the upper bound is exact and out */
+        }
+        else if (q < 63) { /* exact iff 2^(q-1) divides mv (mv has 5s to spare) */
+            vr_exact = (mv & ((1ull << (q - 1)) - 1)) == 0;
+        }
+    }
+    int32_t dropped = 0;
+    int last = 0; /* the last digit dropped from vr */
+    uint64_t out;
+    if (vm_exact || vr_exact) {
+        while (vp / 10 > vm / 10) {
+            vm_exact &= vm % 10 == 0;
+            vr_exact &= last == 0;
+            last = (int)(vr % 10);
+            vr /= 10;
+            vp /= 10;
+            vm /= 10;
+            dropped++;
+        }
+        if (vm_exact) { /* the lower bound is in: drop the zeros it ends with, too */
+            while (vm % 10 == 0) {
+                vr_exact &= last == 0;
+                last = (int)(vr % 10);
+                vr /= 10;
+                vp /= 10;
+                vm /= 10;
+                dropped++;
+            }
+        }
+        if (vr_exact && last == 5 && vr % 2 == 0)
+            last = 4; /* an exact tie: to even */
+        out = vr + ((vr == vm && (!bounds_read_back || !vm_exact)) || last >= 5);
+    }
+    else {
+        while (vp / 10 > vm / 10) {
+            last = (int)(vr % 10);
+            vr /= 10;
+            vp /= 10;
+            vm /= 10;
+            dropped++;
+        }
+        out = vr + (vr == vm || last >= 5);
+    }
+    *exp10 = e10 + dropped;
+    return out;
+}
+
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* digits * 10^exp10 as orjson writes it: plain while the decimal point is at most
+ * `max_int` digits from the left (1000000000000000.0 for a double) or at most
+ * -`min_frac` zeros follow it (0.00001), with ".0" after an integer; otherwise
+ * d.ddde+N / d.ddde-N (1e+16, 1.25e-7). A double: 16 and -5, a float: 13 and -6. */
+static inline char *
+write_decimal(char *p, int negative, uint64_t digits, int32_t exp10, int32_t max_int,
+              int32_t min_frac)
+{
+    char buf[24];
+    char *d = buf + sizeof buf;
+    while (digits >= 100) { /* two digits a division: half the divisions */
+        d -= 2;
+        memcpy(d, DIGIT_PAIRS + 2 * (digits % 100), 2);
+        digits /= 100;
+    }
+    if (digits >= 10) {
+        d -= 2;
+        memcpy(d, DIGIT_PAIRS + 2 * digits, 2);
+    }
+    else
+        *--d = (char)('0' + digits);
+    int32_t n = (int32_t)(buf + sizeof buf - d);
+    int32_t point = n + exp10; /* the digits before the decimal point */
+    if (negative)
+        *p++ = '-';
+    if (exp10 >= 0 && point <= max_int) {
+        memcpy(p, d, (size_t)n);
+        p += n;
+        memset(p, '0', (size_t)exp10);
+        p += exp10;
+        *p++ = '.';
+        *p++ = '0';
+    }
+    else if (point > 0 && point <= max_int) {
+        memcpy(p, d, (size_t)point);
+        p += point;
+        *p++ = '.';
+        memcpy(p, d + point, (size_t)(n - point));
+        p += n - point;
+    }
+    else if (point <= 0 && point > min_frac) {
+        *p++ = '0';
+        *p++ = '.';
+        memset(p, '0', (size_t)-point);
+        p += -point;
+        memcpy(p, d, (size_t)n);
+        p += n;
+    }
+    else {
+        *p++ = d[0];
+        if (n > 1) {
+            *p++ = '.';
+            memcpy(p, d + 1, (size_t)(n - 1));
+            p += n - 1;
+        }
+        int32_t e = point - 1;
+        *p++ = 'e';
+        *p++ = e < 0 ? '-' : '+';
+        e = e < 0 ? -e : e;
+        if (e >= 100)
+            *p++ = (char)('0' + e / 100);
+        if (e >= 10)
+            *p++ = (char)('0' + e / 10 % 10);
+        *p++ = (char)('0' + e % 10);
+    }
+    return p;
+}
+
+/* The most bytes write_double and write_float write. */
+#define NUMBER_MAX 32
+
+/* A double as orjson writes a Python float: null if not finite. Returns the end. */
+static inline char *
+write_double(char *p, double x)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int negative = (int)(bits >> 63);
+    uint64_t mantissa = bits & ((1ull << 52) - 1);
+    int32_t exponent = (int32_t)((bits >> 52) & 0x7FF);
+    if (exponent == 0x7FF) {
+        memcpy(p, "null", 4);
+        return p + 4;
+    }
+    if (exponent == 0 && mantissa == 0) {
+        if (negative)
+            *p++ = '-';
+        memcpy(p, "0.0", 3);
+        return p + 3;
+    }
+    uint64_t m2 = exponent ? mantissa | (1ull << 52) : mantissa;
+    int32_t e2 = (exponent ? exponent : 1) - 1023 - 52 - 2;
+    int32_t exp10;
+    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
+    return write_decimal(p, negative, digits, exp10, 16, -5);
+}
+
+/* A float as orjson writes a numpy float32: null if not finite. Returns the end. */
+static inline char *
+write_float(char *p, float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int negative = (int)(bits >> 31);
+    uint32_t mantissa = bits & ((1u << 23) - 1);
+    int32_t exponent = (int32_t)((bits >> 23) & 0xFF);
+    if (exponent == 0xFF) {
+        memcpy(p, "null", 4);
+        return p + 4;
+    }
+    if (exponent == 0 && mantissa == 0) {
+        if (negative)
+            *p++ = '-';
+        memcpy(p, "0.0", 3);
+        return p + 3;
+    }
+    uint64_t m2 = exponent ? mantissa | (1u << 23) : mantissa;
+    int32_t e2 = (exponent ? exponent : 1) - 127 - 23 - 2;
+    int32_t exp10;
+    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
+    return write_decimal(p, negative, digits, exp10, 13, -6);
+}

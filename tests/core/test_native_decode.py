@@ -1,0 +1,156 @@
+"""The compiled row decoder and its number formatting (service/_native.c, _shortest.h).
+
+The reference is orjson: a row decoded by the compiled code must carry the JSON that
+ViewCodec.decode_row_python (orjson) renders, byte for byte, so that an HTTP answer
+does not depend on which decoder a row went through. Floats are drawn as raw bit
+patterns (every exponent, subnormals, neighbours of powers of two and ten), strings
+with every control character, quotes and text outside the BMP. scripts/check_floats.py
+checks every float32 (too slow for CI).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service import _native as compiled  # type: ignore[attr-defined]
+from service.core.codec import CorruptValue, Feature, ViewCodec
+from service.stored import header
+
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def orjson_of(values: np.ndarray) -> bytes:
+    return orjson.dumps(values, option=NUMPY)
+
+
+def edge_values(dtype: type[np.floating]) -> np.ndarray:
+    """Powers of two and of ten, the extremes, and the neighbours of each, both signs."""
+    info = np.finfo(dtype)
+    low, high = int(np.log2(info.smallest_subnormal)), int(np.log2(info.max)) + 1
+    with np.errstate(over="ignore", under="ignore"):
+        base = [np.ldexp(m, e) for e in range(low, high) for m in (1.0, 1.5, 1.9999999)]
+        base += [float(f"{m}e{k}") for k in range(-330, 310) for m in (1, 5, 9, 123456789)]
+        base += [info.max, info.tiny, info.smallest_subnormal, 2.0**52, 2.0**53, 2.0**24, 0.1]
+        values = np.array(base, dtype=np.float64).astype(dtype)
+        values = values[np.isfinite(values) & (values != 0)]
+        up, down = np.nextafter(values, dtype(np.inf)), np.nextafter(values, dtype(-np.inf))
+        out = np.concatenate([values, up, down])
+    out = out[np.isfinite(out)]
+    return np.concatenate([out, -out, np.array([0.0, -0.0], dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype,width", [(np.float32, 4), (np.float64, 8)])
+def test_numbers_at_the_edges_are_written_as_orjson_writes_them(dtype: type, width: int) -> None:
+    values = edge_values(dtype)
+    assert compiled.json_numbers(values.tobytes(), width) == orjson_of(values)
+
+
+@pytest.mark.parametrize(
+    "dtype,width,bits", [(np.float32, 4, np.uint32), (np.float64, 8, np.uint64)]
+)
+def test_random_bit_patterns_are_written_as_orjson_writes_them(
+    dtype: type, width: int, bits: type
+) -> None:
+    rng = np.random.default_rng(20261206)
+    raw = rng.integers(0, np.iinfo(bits).max, 400_000, dtype=bits, endpoint=True).view(dtype)
+    values = raw[np.isfinite(raw)]
+    assert compiled.json_numbers(values.tobytes(), width) == orjson_of(values)
+
+
+@given(st.lists(st.floats(width=32), max_size=50), st.lists(st.floats(), max_size=50))
+def test_drawn_numbers_and_non_finite_ones_are_written_as_orjson_writes_them(
+    floats: list[float], doubles: list[float]
+) -> None:
+    f, d = np.array(floats, dtype=np.float32), np.array(doubles, dtype=np.float64)
+    assert compiled.json_numbers(f.tobytes(), 4) == orjson_of(f)  # nan, inf: null
+    assert compiled.json_numbers(d.tobytes(), 8) == orjson_of(d)
+
+
+def test_json_numbers_refuses_a_bad_width() -> None:
+    for data, width in ((b"\0" * 8, 2), (b"\0" * 6, 4), (b"\0" * 12, 8)):
+        with pytest.raises(ValueError, match="width"):
+            compiled.json_numbers(data, width)
+
+
+VIEW = [
+    Feature("n", "int64", 0, 0),
+    Feature("s", "string", 0, ""),
+    Feature("x", "double", 0, 0.0),
+    Feature("v", "float_vector", 3, [0.0] * 3),
+    Feature("f", "float", 0, 0.0),
+    Feature("b", "bool", 0, False),
+    Feature("t", "string", 0, ""),
+]
+
+
+def test_every_control_character_quote_and_non_ascii_text_is_escaped_as_orjson_does() -> None:
+    codec = ViewCodec("v", VIEW)
+    text = "".join(map(chr, range(0x80))) + '"\\/é\u2028\u2029\ufeff😀\U0010ffff'
+    values = {"n": -(2**63), "s": text, "x": -0.0, "v": [1e-45, 3.4028235e38, -0.1],
+              "f": 16777217.0, "b": True, "t": ""}  # fmt: skip
+    raw = codec.encode(2**48 - 1, values)
+    row = codec.decode_row(raw)
+    assert row == codec.decode_row_python(raw) == codec.decode_row_reference(raw)
+    assert orjson.loads(b"{" + row[1] + b"}")["v.s"] == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"\xed\xa0\x80",
+        b"\xc0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xe0\x80\x80",
+        b"\xff",
+        b"a\xc3",
+        b"\x80",
+    ],
+    ids=[
+        "surrogate",
+        "overlong-2",
+        "beyond-10ffff",
+        "overlong-3",
+        "ff",
+        "cut-short",
+        "lone-continuation",
+    ],
+)
+def test_text_python_refuses_is_left_to_python_which_refuses_it(text: bytes) -> None:
+    codec = ViewCodec("v", [Feature("s", "string", 0, "")])
+    raw = header(codec.version, 5) + len(text).to_bytes(2, "little") + text
+    assert compiled.decode_rows(codec._layout, [raw]) == [None]
+    with pytest.raises(CorruptValue, match="UTF-8"):
+        codec.decode_row(raw)
+    assert isinstance(codec.decode_rows([raw] * 40)[0], CorruptValue)
+
+
+def test_values_the_compiled_decoder_leaves_go_to_python() -> None:
+    codec = ViewCodec("v", VIEW, served=True)  # values with a served section
+    values = {"n": 1, "s": "a", "x": 0.5, "v": [1.0, 2.0, 3.0], "f": 0.25, "b": False, "t": "é"}
+    with_section = codec.encode(7, values)
+    plain = ViewCodec("v", VIEW).encode(7, values)
+    other_layout = ViewCodec("w", VIEW[:2]).encode(7, {"n": 1, "s": "a"})
+    got = compiled.decode_rows(codec._layout, [with_section, plain, plain[:-1], other_layout, 5])
+    assert got[0] is None and got[2] is None and got[3] is None and got[4] is None
+    assert got[1] == codec.decode_row_reference(plain)
+    assert codec.decode_row(with_section) == codec.decode_row_python(with_section)
+
+
+def test_a_malformed_layout_is_refused() -> None:
+    codec = ViewCodec("v", VIEW)
+    layout = codec._layout
+    assert layout is not None
+    for bad in (
+        layout[:5],
+        (*layout[:2], b"qz", *layout[3:]),
+        (layout[0], layout[1] + 1, *layout[2:]),
+        (*layout[:5], ((b'"x":', 0, 99),)),
+        (*layout[:5], ((b'"x":', 3, 0),)),
+        (*layout[:5], (("x", 0, 0),)),
+    ):
+        with pytest.raises(ValueError, match="bad layout"):
+            compiled.decode_rows(bad, [])
