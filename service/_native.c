@@ -16,6 +16,11 @@
  *                                        joined in one buffer (http/encode.py)
  *   view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)
  *                                        a gRPC ViewBlock message (grpc/wire.py)
+ *   unwritten(written, items)            the fills the local tier has not been given
+ *                                        yet (store/writebehind.py)
+ *   decode_rows(layout, values)          ViewCodec.decode_row per value (core/codec.py),
+ *                                        with shortest floats as orjson writes them
+ *                                        (_shortest.h); json_numbers, for its tests
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1098,6 +1103,50 @@ json_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 
+/* unwritten(written: dict[int, bytes], items: list[tuple[bytes, bytes]]) -> list
+ * The (key, value) items whose value does not start with the header `written` holds
+ * under hash(key): the local tier's fills not yet written (store/writebehind.py). */
+static PyObject *
+unwritten(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("unwritten", nargs, 2) < 0)
+        return NULL;
+    PyObject *written = args[0], *items = args[1];
+    if (!need(written, PyDict_Check(written), "a dict") || !need(items, PyList_Check(items), "a list"))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "unwritten: items are (key, value: bytes) tuples");
+            goto fail;
+        }
+        PyObject *value = PyTuple_GET_ITEM(item, 1);
+        Py_hash_t h = PyObject_Hash(PyTuple_GET_ITEM(item, 0));
+        if (h == -1)
+            goto fail;
+        PyObject *hash = PyLong_FromSsize_t(h);
+        if (hash == NULL)
+            goto fail;
+        PyObject *head = PyDict_GetItemWithError(written, hash); /* borrowed */
+        Py_DECREF(hash);
+        if (head == NULL && PyErr_Occurred())
+            goto fail;
+        Py_ssize_t n = PyBytes_GET_SIZE(value) < 8 ? PyBytes_GET_SIZE(value) : 8;
+        int same = head != NULL && PyBytes_Check(head) && PyBytes_GET_SIZE(head) == n
+                   && memcmp(PyBytes_AS_STRING(head), PyBytes_AS_STRING(value), (size_t)n) == 0;
+        if (!same && PyList_Append(out, item) < 0)
+            goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"keys", (PyCFunction)(void (*)(void))keys, METH_FASTCALL,
      "keys(prefix, ids, suffix): prefix + decimal id + suffix, per id."},
@@ -1113,6 +1162,8 @@ static PyMethodDef methods[] = {
      "view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)."},
     {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
      "decode_rows(layout, values): ViewCodec.decode_row per value, or None to leave to it."},
+    {"unwritten", (PyCFunction)(void (*)(void))unwritten, METH_FASTCALL,
+     "unwritten(written, items): the items whose value's header written does not hold."},
     {"json_numbers", (PyCFunction)(void (*)(void))json_numbers, METH_FASTCALL,
      "json_numbers(data, width): floats (4) or doubles (8) as orjson writes numpy arrays."},
     {NULL, NULL, 0, NULL},

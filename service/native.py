@@ -177,6 +177,14 @@ def py_view_block(
     return b"".join(out)
 
 
+def py_unwritten(
+    written: Mapping[int, bytes], items: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) items whose value does not start with the 8-byte header that
+    `written` holds under hash(key): what the local tier has not been given yet."""
+    return [(k, v) for k, v in items if written.get(hash(k)) != v[:8]]
+
+
 _native: Any = None
 if os.environ.get("LIVEFEAT_PURE_PYTHON", "") not in ("1", "true", "yes"):
     try:
@@ -201,6 +209,9 @@ join_json: Callable[[list[bytes | Section]], bytes] = (
     _native.join_json if _native is not None else py_join_json
 )
 view_block: Callable[..., bytes] = _native.view_block if _native is not None else py_view_block
+unwritten: Callable[[Mapping[int, bytes], list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] = (
+    _native.unwritten if _native is not None else py_unwritten
+)
 # ViewCodec.decode_row for many values of one view, compiled (None where not built: the
 # codec decodes in Python). Its Python definition is the codec's own decode_row, which
 # also takes every value this leaves (None): service/core/codec.py, `_layout`.

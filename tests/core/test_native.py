@@ -236,3 +236,29 @@ def test_l1_lookup_survives_a_getter_that_changes_the_keys() -> None:
 
     with pytest.raises(RuntimeError, match="changed"):
         compiled.l1_get(get, keys, 0.0, MISS)
+
+
+@given(
+    known=st.dictionaries(st.binary(max_size=12), st.binary(min_size=0, max_size=8), max_size=20),
+    items=st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=20)), max_size=40),
+    data=st.data(),
+)
+def test_unwritten_fills_are_the_same(
+    known: dict[bytes, bytes], items: list[tuple[bytes, bytes]], data: st.DataObject
+) -> None:
+    # Some items carry the very header remembered for their key (already written).
+    for key, head in known.items():
+        if data.draw(st.booleans()):
+            items.append((key, head + data.draw(st.binary(max_size=6))))
+    written = {hash(k): h for k, h in known.items()}
+    got = compiled.unwritten(written, items)
+    assert got == native.py_unwritten(written, items)
+    assert all(item in items for item in got)
+
+
+def test_unwritten_refuses_what_is_not_a_fill() -> None:
+    for bad in ([(b"k",)], [(b"k", "text")], [b"kv"], [([], b"v")]):
+        with pytest.raises(TypeError):
+            compiled.unwritten({}, bad)
+    with pytest.raises(TypeError):
+        compiled.unwritten([], [])
