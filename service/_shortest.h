@@ -168,71 +168,103 @@ static const char DIGIT_PAIRS[] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* How many decimal digits v has (v > 0): from its bit length, log10 2 ~ 1233 / 4096. */
+static inline int32_t
+decimal_length(uint64_t v)
+{
+    static const uint64_t powers[] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+        100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull,
+    };
+    int32_t t = ((64 - __builtin_clzll(v)) * 1233) >> 12; /* digits, or one too many */
+    return t + (v >= powers[t]);
+}
+
+/* The decimal digits of v, ending just before `end` (exactly decimal_length(v) of them):
+ * eight at a time in 32-bit arithmetic, two per table lookup. */
+static inline void
+write_digits(char *end, uint64_t v)
+{
+    while (v >= 100000000) {
+        uint32_t chunk = (uint32_t)(v % 100000000);
+        v /= 100000000;
+        for (int k = 0; k < 4; k++) {
+            end -= 2;
+            memcpy(end, DIGIT_PAIRS + 2 * (chunk % 100), 2);
+            chunk /= 100;
+        }
+    }
+    uint32_t w = (uint32_t)v;
+    while (w >= 100) {
+        end -= 2;
+        memcpy(end, DIGIT_PAIRS + 2 * (w % 100), 2);
+        w /= 100;
+    }
+    if (w >= 10) {
+        end -= 2;
+        memcpy(end, DIGIT_PAIRS + 2 * w, 2);
+    }
+    else
+        *--end = (char)('0' + w);
+}
+
 /* digits * 10^exp10 as orjson writes it: plain while the decimal point is at most
  * `max_int` digits from the left (1000000000000000.0 for a double) or at most
  * -`min_frac` zeros follow it (0.00001), with ".0" after an integer; otherwise
- * d.ddde+N / d.ddde-N (1e+16, 1.25e-7). A double: 16 and -5, a float: 13 and -6. */
+ * d.ddde+N / d.ddde-N (1e+16, 1.25e-7). A double: 16 and -5, a float: 13 and -6.
+ * The digits are written in place (no copy): where a point goes between them, they
+ * are written one further right and the ones before it moved back. */
 static inline char *
 write_decimal(char *p, int negative, uint64_t digits, int32_t exp10, int32_t max_int,
               int32_t min_frac)
 {
-    char buf[24];
-    char *d = buf + sizeof buf;
-    while (digits >= 100) { /* two digits a division: half the divisions */
-        d -= 2;
-        memcpy(d, DIGIT_PAIRS + 2 * (digits % 100), 2);
-        digits /= 100;
-    }
-    if (digits >= 10) {
-        d -= 2;
-        memcpy(d, DIGIT_PAIRS + 2 * digits, 2);
-    }
-    else
-        *--d = (char)('0' + digits);
-    int32_t n = (int32_t)(buf + sizeof buf - d);
+    int32_t n = decimal_length(digits);
     int32_t point = n + exp10; /* the digits before the decimal point */
     if (negative)
         *p++ = '-';
     if (exp10 >= 0 && point <= max_int) {
-        memcpy(p, d, (size_t)n);
+        write_digits(p + n, digits);
         p += n;
-        memset(p, '0', (size_t)exp10);
-        p += exp10;
+        for (int32_t k = 0; k < exp10; k++)
+            *p++ = '0';
         *p++ = '.';
         *p++ = '0';
+        return p;
     }
-    else if (point > 0 && point <= max_int) {
-        memcpy(p, d, (size_t)point);
-        p += point;
-        *p++ = '.';
-        memcpy(p, d + point, (size_t)(n - point));
-        p += n - point;
+    if (point > 0 && point <= max_int) {
+        write_digits(p + n + 1, digits);
+        for (int32_t k = 0; k < point; k++)
+            p[k] = p[k + 1];
+        p[point] = '.';
+        return p + n + 1;
     }
-    else if (point <= 0 && point > min_frac) {
+    if (point <= 0 && point > min_frac) {
         *p++ = '0';
         *p++ = '.';
-        memset(p, '0', (size_t)-point);
-        p += -point;
-        memcpy(p, d, (size_t)n);
-        p += n;
+        for (int32_t k = 0; k < -point; k++)
+            *p++ = '0';
+        write_digits(p + n, digits);
+        return p + n;
     }
-    else {
-        *p++ = d[0];
-        if (n > 1) {
-            *p++ = '.';
-            memcpy(p, d + 1, (size_t)(n - 1));
-            p += n - 1;
-        }
-        int32_t e = point - 1;
-        *p++ = 'e';
-        *p++ = e < 0 ? '-' : '+';
-        e = e < 0 ? -e : e;
-        if (e >= 100)
-            *p++ = (char)('0' + e / 100);
-        if (e >= 10)
-            *p++ = (char)('0' + e / 10 % 10);
-        *p++ = (char)('0' + e % 10);
+    write_digits(p + n + 1, digits);
+    p[0] = p[1];
+    if (n > 1) {
+        p[1] = '.';
+        p += n + 1;
     }
+    else
+        p += 1;
+    int32_t e = point - 1;
+    *p++ = 'e';
+    *p++ = e < 0 ? '-' : '+';
+    e = e < 0 ? -e : e;
+    if (e >= 100)
+        *p++ = (char)('0' + e / 100);
+    if (e >= 10)
+        *p++ = (char)('0' + e / 10 % 10);
+    *p++ = (char)('0' + e % 10);
     return p;
 }
 
