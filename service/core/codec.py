@@ -423,10 +423,10 @@ class ViewCodec:
         """Decode a stored value into the form L1 keeps. Raises CorruptValue.
 
         Every row read from a tier below L1 comes through here or `decode_rows`. The
-        compiled decoder (service/_native.c) takes values without a served section, at
-        about 0.6 us per standard room row instead of 4-6 us (docs/design.md, "The
-        compiled hot path"); it leaves the others, and everything where it is not built,
-        to `decode_row_python`. The tests check that each gives the bytes
+        compiled decoder (service/_native.c) takes values without a served section:
+        1.8 us per standard room row, against 5.2 us in Python's batch decoder
+        (docs/design.md, "The compiled hot path"). It leaves the other values, and
+        everything where it is not built, to `decode_row_python`. The tests check that each gives the bytes
         `decode_row_reference` gives, or that both refuse.
         """
         if self._layout is not None:
