@@ -426,8 +426,8 @@ class ViewCodec:
         compiled decoder (service/_native.c) takes values without a served section:
         1.8 us per standard room row, against 5.2 us in Python's batch decoder
         (docs/design.md, "The compiled hot path"). It leaves the other values, and
-        everything where it is not built, to `decode_row_python`. The tests check that each gives the bytes
-        `decode_row_reference` gives, or that both refuse.
+        everything where it is not built, to `decode_row_python`. The tests check that
+        each gives the bytes `decode_row_reference` gives, or that both refuse.
         """
         if self._layout is not None:
             row = self._decode_compiled(self._layout, [buf])[0]  # type: ignore[misc]
@@ -439,10 +439,10 @@ class ViewCodec:
         """`decode_row` in Python: what serves where the compiled decoder is not built
         or leaves a value (a served section, or a value it would refuse).
 
-        This path does the least per row in Python. A value with a served section (views where it pays) fills the
-        view's JSON template with the section's values: 2.7 us per standard room row
-        on the shared 2-core machine, against 7.0 us for `decode_row_reference`. Without
-        one (old values, small views) the JSON is rendered: one struct unpack, one dict
+        This path does the least per row in Python. A value with a served section fills
+        the view's JSON template with the section's values: 2.7 us per standard room
+        row on the shared 2-core machine, against 7.0 us for `decode_row_reference`.
+        Without one (old values, small views) the JSON is rendered: one struct unpack, one dict
         built in registry order by a C picker, one orjson call (4.4 us). Both slice the
         string entries from the stored bytes and pack the float32 numeric row with
         struct (numpy only when a double lies beyond the float32 range, where struct
