@@ -653,8 +653,9 @@ fail:
  * Row tuple, and the Python definition this must match byte for byte), or None where
  * this does not decode it and the codec's Python does: a value that is not bytes, is
  * too short, has another layout version, holds text that is not UTF-8, is cut short,
- * or carries anything after its strings (a served section, or damage). The codec
- * then decodes or refuses it as before, with its own error messages.
+ * or carries anything after its strings but a well-formed served section (whose
+ * values are filled in as they are, as the Python does). The codec then decodes or
+ * refuses it as before, with its own error messages.
  *
  * layout = (version16, fixed_size, scalar_codes, vector_dims, n_strings, order):
  *   scalar_codes: bytes, the struct codes (q d f ?) of the scalars in stored order;
@@ -890,15 +891,26 @@ write_vector(char *w, const unsigned char *p, Py_ssize_t dim)
     return w;
 }
 
-/* A scalar's JSON value and its float32 in the numeric row, as decode_row gives them
- * (struct's 'f' rounds the double; beyond float32's range, inf, as numpy's cast). */
+/* A scalar's float32 in the numeric row, as decode_row packs it (struct's 'f' rounds
+ * the double; beyond float32's range, inf, as numpy's cast gives it). */
+static float
+numeric_of(char code, const unsigned char *p)
+{
+    switch (code) {
+    case 'q': return (float)(double)(int64_t)load_u64(p);
+    case 'd': return (float)load_double(p);
+    case 'f': return load_float(p);
+    default: return p[0] ? 1.0f : 0.0f; /* '?' */
+    }
+}
+
+/* A scalar's JSON value, as orjson writes the value struct unpacks. */
 static char *
-write_scalar(char *w, char code, const unsigned char *p, float *numeric)
+write_scalar(char *w, char code, const unsigned char *p)
 {
     switch (code) {
     case 'q': {
         int64_t v = (int64_t)load_u64(p);
-        *numeric = (float)(double)v;
         uint64_t magnitude = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
         char digits[24];
         char *d = format_u64(magnitude, digits + sizeof digits);
@@ -907,18 +919,9 @@ write_scalar(char *w, char code, const unsigned char *p, float *numeric)
         memcpy(w, d, (size_t)(digits + sizeof digits - d));
         return w + (digits + sizeof digits - d);
     }
-    case 'd': {
-        double x = load_double(p);
-        *numeric = (float)x;
-        return write_double(w, x);
-    }
-    case 'f': {
-        float x = load_float(p);
-        *numeric = x;
-        return write_float(w, x);
-    }
+    case 'd': return write_double(w, load_double(p));
+    case 'f': return write_float(w, load_float(p));
     default: /* '?' */
-        *numeric = p[0] ? 1.0f : 0.0f;
         memcpy(w, p[0] ? "true" : "false", p[0] ? 4 : 5);
         return w + (p[0] ? 4 : 5);
     }
@@ -927,7 +930,7 @@ write_scalar(char *w, char code, const unsigned char *p, float *numeric)
 /* One row, or Py_None (new reference) where the codec's Python must decode it. */
 static PyObject *
 decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch_size,
-           Py_ssize_t *text_at, Py_ssize_t *text_len)
+           Py_ssize_t *text_at, Py_ssize_t *text_len, Py_ssize_t *part_at, Py_ssize_t *part_len)
 {
     if (!PyBytes_Check(value))
         Py_RETURN_NONE;
@@ -952,8 +955,31 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
         entries_size += n;
         pos += 2 + n;
     }
-    if (pos != size) /* a served section (or damage): the Python decodes or refuses it */
-        Py_RETURN_NONE;
+    int section = pos != size;
+    if (section) {
+        /* A served section (service/core/codec.py): 0x1E, each feature's JSON value in
+         * registry order separated by 0x1F, 0x1E. Its values are filled in as they are,
+         * as the Python does; anything else after the strings is left to the Python,
+         * which refuses it. */
+        if (size - pos < 2 || buf[pos] != 0x1E || buf[size - 1] != 0x1E)
+            Py_RETURN_NONE;
+        Py_ssize_t k = 0;
+        part_at[0] = pos + 1;
+        for (Py_ssize_t i = pos + 1; i < size - 1; i++) {
+            if (buf[i] == 0x1E)
+                Py_RETURN_NONE;
+            if (buf[i] == 0x1F) {
+                if (k + 1 >= l->n_order)
+                    Py_RETURN_NONE;
+                part_len[k] = i - part_at[k];
+                part_at[++k] = i + 1;
+            }
+        }
+        part_len[k] = size - 1 - part_at[k];
+        if (k + 1 != l->n_order)
+            Py_RETURN_NONE;
+        json_size += size - pos;
+    }
     if (json_size > *scratch_size) {
         char *bigger = PyMem_Realloc(*scratch, (size_t)json_size);
         if (bigger == NULL)
@@ -977,15 +1003,20 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
         memcpy(w, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
         w += PyBytes_GET_SIZE(name);
         Py_ssize_t i = l->index[k];
-        if (l->group[k] == 0) {
-            float f;
-            w = write_scalar(w, l->codes[i], buf + l->scalar_at[i], &f);
-            memcpy(&numbers[i], &f, sizeof f);
+        if (section) { /* the value as the section holds it */
+            memcpy(w, buf + part_at[k], (size_t)part_len[k]);
+            w += part_len[k];
         }
+        else if (l->group[k] == 0)
+            w = write_scalar(w, l->codes[i], buf + l->scalar_at[i]);
         else if (l->group[k] == 1)
             w = write_vector(w, buf + l->vector_at[i], l->vector_dim[i]);
         else
             w = write_string(w, buf + text_at[i], text_len[i]);
+    }
+    for (Py_ssize_t k = 0; k < l->n_scalars; k++) { /* the numeric row: the binary part */
+        float f = numeric_of(l->codes[k], buf + l->scalar_at[k]);
+        memcpy(&numbers[k], &f, sizeof f);
     }
     json = PyBytes_FromStringAndSize(*scratch, w - *scratch);
     if (json == NULL)
@@ -1041,7 +1072,9 @@ decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t *text = NULL;
     if (layout_parse(args[0], &l) < 0)
         goto done;
-    text = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * l.n_strings + 1));
+    /* per string: where its text starts and its length; per feature: the same of its
+     * value in a served section */
+    text = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * l.n_strings + 2 * l.n_order + 2));
     if (text == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -1051,8 +1084,9 @@ decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (out == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t *parts = text + 2 * l.n_strings;
         PyObject *row = decode_one(&l, PyList_GET_ITEM(values, i), &scratch, &scratch_size,
-                                   text, text + l.n_strings);
+                                   text, text + l.n_strings, parts, parts + l.n_order + 1);
         if (row == NULL) {
             Py_CLEAR(out);
             goto done;

@@ -128,16 +128,34 @@ def test_text_python_refuses_is_left_to_python_which_refuses_it(text: bytes) -> 
     assert isinstance(codec.decode_rows([raw] * 40)[0], CorruptValue)
 
 
-def test_values_the_compiled_decoder_leaves_go_to_python() -> None:
+def test_a_served_section_is_filled_in_and_damaged_ones_are_left_to_python() -> None:
     codec = ViewCodec("v", VIEW, served=True)  # values with a served section
     values = {"n": 1, "s": "a", "x": 0.5, "v": [1.0, 2.0, 3.0], "f": 0.25, "b": False, "t": "é"}
     with_section = codec.encode(7, values)
     plain = ViewCodec("v", VIEW).encode(7, values)
+    assert with_section.startswith(plain)
+    section = with_section[len(plain) :]
     other_layout = ViewCodec("w", VIEW[:2]).encode(7, {"n": 1, "s": "a"})
-    got = compiled.decode_rows(codec._layout, [with_section, plain, plain[:-1], other_layout, 5])
-    assert got[0] is None and got[2] is None and got[3] is None and got[4] is None
+    # The section's values are served as they are (the Python fills its template).
+    forged = plain + section.replace(b"0.5", b"0.75")
+    got = compiled.decode_rows(codec._layout, [with_section, plain, forged, other_layout, 5])
+    assert got[0] == codec.decode_row_python(with_section) == codec.decode_row_reference(plain)
     assert got[1] == codec.decode_row_reference(plain)
-    assert codec.decode_row(with_section) == codec.decode_row_python(with_section)
+    assert got[2] == codec.decode_row_python(forged) and b'"v.x":0.75' in got[2][1]
+    assert got[3] is None and got[4] is None
+    damaged = [
+        plain + section[:-1],  # no closing mark
+        plain + section[1:],  # no opening mark
+        plain + b"\x1e",  # one mark alone
+        plain + section[:5] + b"\x1e" + section[5:],  # a mark inside
+        plain + section.replace(b"\x1f", b",", 1),  # one value short
+        plain + section[:-1] + b"\x1f1\x1e",  # one value too many
+        plain[:-1] + section,  # the last string cut short
+    ]
+    assert compiled.decode_rows(codec._layout, damaged) == [None] * len(damaged)
+    for raw in damaged:
+        with pytest.raises(CorruptValue):
+            codec.decode_row(raw)
 
 
 def test_a_malformed_layout_is_refused() -> None:
