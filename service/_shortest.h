@@ -271,54 +271,45 @@ write_decimal(char *p, int negative, uint64_t digits, int32_t exp10, int32_t max
 /* The most bytes write_double and write_float write. */
 #define NUMBER_MAX 32
 
-/* A double as orjson writes a Python float: null if not finite. Returns the end. */
+/* The value of IEEE fields (sign, biased exponent, mantissa without its implicit bit)
+ * as orjson writes it: null if not finite (the exponent all ones). */
+static inline char *
+write_fields(char *p, int negative, uint64_t mantissa, int32_t exponent, int32_t exponent_max,
+             int32_t mantissa_bits, int32_t bias, int32_t max_int, int32_t min_frac)
+{
+    if (exponent == exponent_max) {
+        memcpy(p, "null", 4);
+        return p + 4;
+    }
+    if (exponent == 0 && mantissa == 0) {
+        if (negative)
+            *p++ = '-';
+        memcpy(p, "0.0", 3);
+        return p + 3;
+    }
+    uint64_t m2 = exponent ? mantissa | (1ull << mantissa_bits) : mantissa;
+    int32_t e2 = (exponent ? exponent : 1) - bias - mantissa_bits - 2;
+    int32_t exp10;
+    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
+    return write_decimal(p, negative, digits, exp10, max_int, min_frac);
+}
+
+/* A double as orjson writes a Python float. Returns the end. */
 static inline char *
 write_double(char *p, double x)
 {
     uint64_t bits;
     memcpy(&bits, &x, sizeof bits);
-    int negative = (int)(bits >> 63);
-    uint64_t mantissa = bits & ((1ull << 52) - 1);
-    int32_t exponent = (int32_t)((bits >> 52) & 0x7FF);
-    if (exponent == 0x7FF) {
-        memcpy(p, "null", 4);
-        return p + 4;
-    }
-    if (exponent == 0 && mantissa == 0) {
-        if (negative)
-            *p++ = '-';
-        memcpy(p, "0.0", 3);
-        return p + 3;
-    }
-    uint64_t m2 = exponent ? mantissa | (1ull << 52) : mantissa;
-    int32_t e2 = (exponent ? exponent : 1) - 1023 - 52 - 2;
-    int32_t exp10;
-    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
-    return write_decimal(p, negative, digits, exp10, 16, -5);
+    return write_fields(p, (int)(bits >> 63), bits & ((1ull << 52) - 1),
+                        (int32_t)((bits >> 52) & 0x7FF), 0x7FF, 52, 1023, 16, -5);
 }
 
-/* A float as orjson writes a numpy float32: null if not finite. Returns the end. */
+/* A float as orjson writes a numpy float32. Returns the end. */
 static inline char *
 write_float(char *p, float x)
 {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
-    int negative = (int)(bits >> 31);
-    uint32_t mantissa = bits & ((1u << 23) - 1);
-    int32_t exponent = (int32_t)((bits >> 23) & 0xFF);
-    if (exponent == 0xFF) {
-        memcpy(p, "null", 4);
-        return p + 4;
-    }
-    if (exponent == 0 && mantissa == 0) {
-        if (negative)
-            *p++ = '-';
-        memcpy(p, "0.0", 3);
-        return p + 3;
-    }
-    uint64_t m2 = exponent ? mantissa | (1u << 23) : mantissa;
-    int32_t e2 = (exponent ? exponent : 1) - 127 - 23 - 2;
-    int32_t exp10;
-    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
-    return write_decimal(p, negative, digits, exp10, 13, -6);
+    return write_fields(p, (int)(bits >> 31), bits & ((1u << 23) - 1),
+                        (int32_t)((bits >> 23) & 0xFF), 0xFF, 23, 127, 13, -6);
 }
