@@ -646,6 +646,7 @@ fail:
     PyMem_Free(inner);
     return NULL;
 }
+
 /* ---------------------------------------------------------------------------------
  * decode_rows(layout, values) -> list[row | None]
  *
@@ -942,7 +943,7 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
     if (head >> 48 != l->version16)
         Py_RETURN_NONE;
     /* The strings first: where each is, and whether all is well. */
-    Py_ssize_t pos = l->fixed_size, json_size = l->json_bound, entries_size = 0;
+    Py_ssize_t pos = l->fixed_size, json_size = l->json_bound;
     for (Py_ssize_t k = 0; k < l->n_strings; k++) {
         if (size - pos < 2)
             Py_RETURN_NONE;
@@ -952,7 +953,6 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
         text_at[k] = pos + 2;
         text_len[k] = n;
         json_size += 6 * n;
-        entries_size += n;
         pos += 2 + n;
     }
     int section = pos != size;
