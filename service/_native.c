@@ -18,7 +18,8 @@
  *                                        a gRPC ViewBlock message (grpc/wire.py)
  *   unwritten(written, items)            the fills the local tier has not been given
  *                                        yet (store/writebehind.py)
- *   decode_rows(layout, values)          ViewCodec.decode_row per value (core/codec.py),
+ *   layout(spec), decode_rows(layout, values)
+ *                                        ViewCodec.decode_row per value (core/codec.py),
  *                                        with shortest floats as orjson writes them
  *                                        (_shortest.h); json_numbers, for its tests
  */
@@ -658,7 +659,8 @@ fail:
  * values are filled in as they are, as the Python does). The codec then decodes or
  * refuses it as before, with its own error messages.
  *
- * layout = (version16, fixed_size, scalar_codes, vector_dims, n_strings, order):
+ * `layout` is what layout(spec) made of the view's spec, parsed once:
+ * spec = (version16, fixed_size, scalar_codes, vector_dims, n_strings, order):
  *   scalar_codes: bytes, the struct codes (q d f ?) of the scalars in stored order;
  *   vector_dims:  tuple of int, each float vector's dim in stored order;
  *   order:        tuple of (name_json, group, index) per feature in registry order:
@@ -677,7 +679,10 @@ typedef struct {
     int *group;
     Py_ssize_t *index;
     Py_ssize_t json_bound;    /* most JSON bytes a row's names, numbers and vectors take */
+    PyObject *spec;           /* the tuple parsed, which owns `codes` and `names` */
 } Layout;
+
+#define LAYOUT_NAME "livefeat._native.layout"
 
 static void
 layout_free(Layout *l)
@@ -693,7 +698,7 @@ layout_free(Layout *l)
 static int
 layout_bad(const char *why)
 {
-    PyErr_Format(PyExc_ValueError, "decode_rows: bad layout (%s)", why);
+    PyErr_Format(PyExc_ValueError, "layout: bad layout spec (%s)", why);
     return -1;
 }
 
@@ -1057,44 +1062,69 @@ fail:
     return NULL;
 }
 
+static void
+layout_release(PyObject *capsule)
+{
+    Layout *l = PyCapsule_GetPointer(capsule, LAYOUT_NAME);
+    if (l == NULL)
+        return;
+    layout_free(l);
+    Py_XDECREF(l->spec);
+    PyMem_Free(l);
+}
+
+/* layout(spec) -> an opaque layout for decode_rows: the spec parsed once per view. */
+static PyObject *
+layout(PyObject *self, PyObject *spec)
+{
+    Layout *l = PyMem_Malloc(sizeof *l);
+    if (l == NULL)
+        return PyErr_NoMemory();
+    if (layout_parse(spec, l) < 0) {
+        layout_free(l);
+        PyMem_Free(l);
+        return NULL;
+    }
+    Py_INCREF(spec);
+    l->spec = spec;
+    PyObject *capsule = PyCapsule_New(l, LAYOUT_NAME, layout_release);
+    if (capsule == NULL) {
+        layout_free(l);
+        Py_DECREF(spec);
+        PyMem_Free(l);
+    }
+    return capsule;
+}
+
 static PyObject *
 decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (check_args("decode_rows", nargs, 2) < 0)
         return NULL;
     PyObject *values = args[1];
-    if (!need(values, PyList_Check(values), "a list"))
+    if (!need(args[0], PyCapsule_IsValid(args[0], LAYOUT_NAME), "a layout (from layout())")
+        || !need(values, PyList_Check(values), "a list"))
         return NULL;
-    Layout l;
-    PyObject *out = NULL;
+    const Layout *l = PyCapsule_GetPointer(args[0], LAYOUT_NAME);
+    /* per string: where its text starts and its length; per feature: the same of its
+     * value in a served section. Per call, with the JSON scratch buffer: a call may
+     * start another (a finalizer run by the garbage collector), so they are not shared. */
+    Py_ssize_t *text = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * l->n_strings + 2 * l->n_order + 2));
+    if (text == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t *parts = text + 2 * l->n_strings;
     char *scratch = NULL;
     Py_ssize_t scratch_size = 0;
-    Py_ssize_t *text = NULL;
-    if (layout_parse(args[0], &l) < 0)
-        goto done;
-    /* per string: where its text starts and its length; per feature: the same of its
-     * value in a served section */
-    text = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * l.n_strings + 2 * l.n_order + 2));
-    if (text == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     Py_ssize_t n = PyList_GET_SIZE(values);
-    out = PyList_New(n);
-    if (out == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t *parts = text + 2 * l.n_strings;
-        PyObject *row = decode_one(&l, PyList_GET_ITEM(values, i), &scratch, &scratch_size,
-                                   text, text + l.n_strings, parts, parts + l.n_order + 1);
-        if (row == NULL) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *row = decode_one(l, PyList_GET_ITEM(values, i), &scratch, &scratch_size,
+                                   text, text + l->n_strings, parts, parts + l->n_order + 1);
+        if (row == NULL)
             Py_CLEAR(out);
-            goto done;
-        }
-        PyList_SET_ITEM(out, i, row);
+        else
+            PyList_SET_ITEM(out, i, row);
     }
-done:
-    layout_free(&l);
     PyMem_Free(text);
     PyMem_Free(scratch);
     return out;
@@ -1194,6 +1224,8 @@ static PyMethodDef methods[] = {
      "join_json(parts): bytes parts and entity sections joined into one buffer."},
     {"view_block", (PyCFunction)(void (*)(void))view_block, METH_FASTCALL,
      "view_block(head, string_heads, vector_heads, rows, statuses, ages, parts)."},
+    {"layout", (PyCFunction)layout, METH_O,
+     "layout(spec): a view's layout parsed once, for decode_rows."},
     {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
      "decode_rows(layout, values): ViewCodec.decode_row per value, or None to leave to it."},
     {"unwritten", (PyCFunction)(void (*)(void))unwritten, METH_FASTCALL,

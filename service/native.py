@@ -213,9 +213,11 @@ unwritten: Callable[[Mapping[int, bytes], list[tuple[bytes, bytes]]], list[tuple
     _native.unwritten if _native is not None else py_unwritten
 )
 # ViewCodec.decode_row for many values of one view, compiled (None where not built: the
-# codec decodes in Python). Its Python definition is the codec's own decode_row, which
-# also takes every value this leaves (None): service/core/codec.py, `_layout`.
-decode_rows: Callable[[tuple[Any, ...], list[bytes]], list[Any]] | None = (
+# codec decodes in Python), with the view's layout parsed once by `layout`. Its Python
+# definition is the codec's own decode_row, which also takes every value this leaves
+# (None): service/core/codec.py, `_compiled_spec`.
+layout: Callable[[tuple[Any, ...]], Any] | None = _native.layout if _native is not None else None
+decode_rows: Callable[[Any, list[bytes]], list[Any]] | None = (
     _native.decode_rows if _native is not None else None
 )
 # For tests and scripts/check_floats.py: numbers rendered as orjson renders numpy arrays.

@@ -252,35 +252,33 @@ class ViewCodec:
         self._json_template = b",".join(
             orjson.dumps(name).replace(b"%", b"%%") + b":%s" for name in self._names
         )
-        # The compiled decoder (service/_native.c, decode_rows) and its description of
-        # this layout; None where the module is not built. (Imported here: service.native
-        # uses this module's varint.)
+        # The compiled decoder (service/_native.c, decode_rows) and this layout as it
+        # reads it, parsed once; None where the module is not built. (Imported here:
+        # service.native uses this module's varint.)
         from service import native
 
         self._decode_compiled = native.decode_rows
-        self._layout = (
-            None
-            if native.decode_rows is None
-            else (
-                self.version & 0xFFFF,
-                self.fixed_size,
-                "".join(_SCALAR_CODE[f.type] for f in scalars).encode(),
-                tuple(f.dim for f in vectors),
-                len(self._strings),
-                tuple(self._compiled_order()),
-            )
-        )
+        self._layout = None if native.layout is None else native.layout(self._compiled_spec())
         self.default_row = self.decode_row(self.encode(0, self.default_values))
 
-    def _compiled_order(self) -> list[tuple[bytes, int, int]]:
-        """Per feature in registry order: its JSON name and colon, its group (0 scalar,
-        1 vector, 2 string) and its place in the group, as service/_native.c reads them."""
+    def _compiled_spec(self) -> tuple[Any, ...]:
+        """This layout as service/_native.c's `layout` reads it: the header's version,
+        the fixed part's size, the scalars' struct codes, the vectors' dims, how many
+        strings, and per feature in registry order its JSON name and colon, its group
+        (0 scalar, 1 vector, 2 string) and its place in the group."""
         groups = [self._scalars, self._vectors, self._strings]
-        out = []
+        order = []
         for f, name in zip(self.features, self._names, strict=True):
             group = next(g for g, members in enumerate(groups) if f in members)
-            out.append((orjson.dumps(name) + b":", group, groups[group].index(f)))
-        return out
+            order.append((orjson.dumps(name) + b":", group, groups[group].index(f)))
+        return (
+            self.version & 0xFFFF,
+            self.fixed_size,
+            "".join(_SCALAR_CODE[f.type] for f in self._scalars).encode(),
+            tuple(f.dim for f in self._vectors),
+            len(self._strings),
+            tuple(order),
+        )
 
     def __repr__(self) -> str:
         return f"<ViewCodec {self.view} v{self.version:08x} {len(self.features)} features>"

@@ -159,16 +159,16 @@ def test_a_served_section_is_filled_in_and_damaged_ones_are_left_to_python() -> 
 
 
 def test_a_malformed_layout_is_refused() -> None:
-    codec = ViewCodec("v", VIEW)
-    layout = codec._layout
-    assert layout is not None
+    spec = ViewCodec("v", VIEW)._compiled_spec()
     for bad in (
-        layout[:5],
-        (*layout[:2], b"qz", *layout[3:]),
-        (layout[0], layout[1] + 1, *layout[2:]),
-        (*layout[:5], ((b'"x":', 0, 99),)),
-        (*layout[:5], ((b'"x":', 3, 0),)),
-        (*layout[:5], (("x", 0, 0),)),
+        spec[:5],
+        (*spec[:2], b"qz", *spec[3:]),
+        (spec[0], spec[1] + 1, *spec[2:]),
+        (*spec[:5], ((b'"x":', 0, 99),)),
+        (*spec[:5], ((b'"x":', 3, 0),)),
+        (*spec[:5], (("x", 0, 0),)),
     ):
         with pytest.raises(ValueError, match="bad layout"):
-            compiled.decode_rows(bad, [])
+            compiled.layout(bad)
+    with pytest.raises(TypeError, match="layout"):
+        compiled.decode_rows(spec, [])  # the spec itself, not its parsed layout
