@@ -18,7 +18,7 @@ IMAGE ?= livefeat:$(shell git describe --tags --always --dirty 2>/dev/null || ec
 
 # The install generates service/_gen/ from protos/ and compiles service/_native.c
 # (hatch_build.py): a change to either reinstalls.
-$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) service/_native.c service/_shortest.h scripts/system-deps.sh
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard protos/*/*/*.proto) service/_native.c service/_shortest.h service/_table.h scripts/system-deps.sh
 	scripts/system-deps.sh python
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip

@@ -3,13 +3,15 @@
  * Each function here is the C form of a Python function that stays in the code base
  * and is used when this module is not built (service/native.py picks one or the
  * other). The tests give both the same inputs and compare the outputs byte for byte
- * (tests/core/test_native.py). Nothing here holds state or releases the GIL: each
- * call is a loop over one request's keys or rows, doing what the Python loop does
- * without an interpreter step per element.
+ * (tests/core/test_native.py). Nothing here releases the GIL, and apart from L1's
+ * Table nothing holds state: each call is a loop over one request's keys or rows,
+ * doing what the Python loop does without an interpreter step per element.
  *
  *   keys(prefix, ids, suffix)            prefix + decimal id + suffix, per id
  *   maybe_stored(bits, nbits, keys)      the Bloom filter's lookup (store/presence.py)
- *   l1_get(get, keys, now, miss)         L1's lookup of (expires_at, value) entries
+ *   Table(max_rows)                      L1's entries: a bounded table with CLOCK
+ *                                        eviction and batched, prefetched look-ups
+ *                                        (_table.h)
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
  *   join_json(parts)                     an HTTP answer: bytes and views' entities
@@ -79,6 +81,8 @@ need(PyObject *obj, int ok, const char *what)
     return ok;
 }
 
+#include "_table.h"
+
 /* keys(prefix: bytes, ids: list[int], suffix: bytes) -> list[bytes] */
 static PyObject *
 keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -147,85 +151,41 @@ maybe_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(keys, i));
-        if (h == -1 && PyErr_Occurred())
-            goto fail;
-        uint64_t u = (uint64_t)(int64_t)h;
-        uint64_t h1 = u & 0xFFFFFFFFu, h2 = (u >> 32) | 1u;
-        int all = 1;
-        for (uint64_t j = 0; j < 3 && all; j++) {
-            uint64_t pos = (h1 + j * h2) % nbits;
-            all = (bits[pos >> 3] >> (pos & 7)) & 1;
+    /* In batches: every position of a batch is computed and prefetched before any is
+     * tested, so the batch's waits on memory overlap (the bits rarely are in cache). */
+    uint64_t pos[TABLE_BATCH][3];
+    for (Py_ssize_t base = 0; base < n; base += TABLE_BATCH) {
+        Py_ssize_t m = n - base < TABLE_BATCH ? n - base : TABLE_BATCH;
+        for (Py_ssize_t b = 0; b < m; b++) {
+            Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(keys, base + b));
+            if (h == -1 && PyErr_Occurred())
+                goto fail;
+            uint64_t u = (uint64_t)(int64_t)h;
+            uint64_t h1 = u & 0xFFFFFFFFu, h2 = (u >> 32) | 1u;
+            for (uint64_t j = 0; j < 3; j++) {
+                pos[b][j] = (h1 + j * h2) % nbits;
+                __builtin_prefetch(&bits[pos[b][j] >> 3]);
+            }
         }
-        if (all) {
-            PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL)
-                goto fail;
-            int failed = PyList_Append(out, index);
-            Py_DECREF(index);
-            if (failed < 0)
-                goto fail;
+        for (Py_ssize_t b = 0; b < m; b++) {
+            int all = 1;
+            for (int j = 0; j < 3 && all; j++)
+                all = (bits[pos[b][j] >> 3] >> (pos[b][j] & 7)) & 1;
+            if (all) {
+                PyObject *index = PyLong_FromSsize_t(base + b);
+                if (index == NULL)
+                    goto fail;
+                int failed = PyList_Append(out, index);
+                Py_DECREF(index);
+                if (failed < 0)
+                    goto fail;
+            }
         }
     }
     PyBuffer_Release(&view);
     return out;
 fail:
     PyBuffer_Release(&view);
-    Py_DECREF(out);
-    return NULL;
-}
-
-/* l1_get(get, keys: list[bytes], now: float, miss) -> list
- * `get(key)` returns None or an (expires_at, value) tuple: value if expires_at > now,
- * else `miss` (L1Cache.get_many). */
-static PyObject *
-l1_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (check_args("l1_get", nargs, 4) < 0)
-        return NULL;
-    PyObject *get = args[0], *keys = args[1], *miss = args[3];
-    if (!need(keys, PyList_Check(keys), "a list"))
-        return NULL;
-    double now = PyFloat_AsDouble(args[2]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(keys);
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i >= PyList_GET_SIZE(keys)) { /* `get` is any callable: it may change `keys` */
-            PyErr_SetString(PyExc_RuntimeError, "keys changed during the lookup");
-            goto fail;
-        }
-        PyObject *key = PyList_GET_ITEM(keys, i);
-        Py_INCREF(key);
-        PyObject *entry = PyObject_CallOneArg(get, key);
-        Py_DECREF(key);
-        if (entry == NULL)
-            goto fail;
-        PyObject *value = miss;
-        if (entry != Py_None) {
-            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-                PyErr_SetString(PyExc_TypeError, "an L1 entry is an (expires_at, value) tuple");
-                Py_DECREF(entry);
-                goto fail;
-            }
-            double expires = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
-            if (expires == -1.0 && PyErr_Occurred()) {
-                Py_DECREF(entry);
-                goto fail;
-            }
-            if (expires > now)
-                value = PyTuple_GET_ITEM(entry, 1);
-        }
-        Py_INCREF(value);
-        Py_DECREF(entry);
-        PyList_SET_ITEM(out, i, value);
-    }
-    return out;
-fail:
     Py_DECREF(out);
     return NULL;
 }
@@ -1216,8 +1176,6 @@ static PyMethodDef methods[] = {
      "keys(prefix, ids, suffix): prefix + decimal id + suffix, per id."},
     {"maybe_stored", (PyCFunction)(void (*)(void))maybe_stored, METH_FASTCALL,
      "maybe_stored(bits, nbits, keys): indexes of the keys the Bloom filter may hold."},
-    {"l1_get", (PyCFunction)(void (*)(void))l1_get, METH_FASTCALL,
-     "l1_get(get, keys, now, miss): L1's value per key, or miss."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,
      "resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)."},
     {"join_json", (PyCFunction)join_json, METH_O,
@@ -1243,5 +1201,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&TableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -28,6 +28,7 @@ import numpy as np
 from service.core.codec import varint
 
 _LOW32 = np.uint64(0xFFFFFFFF)
+_LOW63 = (1 << 63) - 1
 
 
 def py_keys(prefix: bytes, ids: list[int], suffix: bytes) -> list[bytes]:
@@ -58,10 +59,151 @@ def bloom_positions(nbits: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.n
     return p >> np.uint64(3), np.left_shift(1, p & np.uint64(7)).astype(np.uint8)
 
 
-def py_l1_get(get: Callable[[bytes], Any], keys: list[bytes], now: float, miss: Any) -> list[Any]:
-    """Per key, the value of its `(expires_at, value)` entry if `expires_at > now`,
-    else `miss` (also where `get` returns None: no entry)."""
-    return [miss if (e := get(key)) is None or e[0] <= now else e[1] for key in keys]
+def _number(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+class PyTable:
+    """L1's store: a map of bytes keys to `(expires_at, value)`, holding at most
+    `max_rows` entries; the specification of the compiled `Table` (service/_table.h),
+    which runs the same algorithm step for step.
+
+    Open addressing with linear probing over `capacity` slots (a power of two, at least
+    twice `max_rows`), from the slot `hash(key) & (capacity - 1)`; removal by backward
+    shift. Eviction is CLOCK (second chance): a hit of `get_many` sets the entry's
+    reference bit; to make room, the hand sweeps the slots in order, clearing set bits,
+    and evicts the first entry whose bit is clear. Keys must be exactly `bytes`.
+    """
+
+    def __init__(self, max_rows: int) -> None:
+        if not 1 <= max_rows <= 1 << 40:
+            raise ValueError("max_rows: expected 1 to 2**40")
+        capacity = 8
+        while capacity < max_rows * 2:
+            capacity <<= 1
+        self.max_rows = max_rows
+        self.capacity = capacity
+        self.hand = 0
+        self._mask = capacity - 1
+        self._used = 0
+        self._hash = [0] * capacity
+        self._ref = [False] * capacity
+        self._key: list[bytes | None] = [None] * capacity
+        self._expires = [0.0] * capacity
+        self._value: list[Any] = [None] * capacity
+
+    def __len__(self) -> int:
+        return self._used
+
+    @staticmethod
+    def _hash_of(key: bytes) -> int:
+        if type(key) is not bytes:
+            raise TypeError(f"expected a bytes key, got {type(key).__name__}")
+        return hash(key) & _LOW63
+
+    def _find(self, key: bytes, h: int) -> tuple[int, int]:
+        """(slot of `key` or -1, the empty slot where it would go or -1)."""
+        i = h & self._mask
+        while True:
+            k = self._key[i]
+            if k is None:
+                return -1, i
+            if self._hash[i] == h and k == key:
+                return i, -1
+            i = (i + 1) & self._mask
+
+    def _remove(self, i: int) -> None:
+        mask = self._mask
+        j = (i + 1) & mask
+        while self._key[j] is not None:
+            home = self._hash[j] & mask
+            stays = (i < home <= j) if i <= j else (i < home or home <= j)
+            if not stays:
+                self._move(j, i)
+                i = j
+            j = (j + 1) & mask
+        self._hash[i], self._ref[i], self._key[i] = 0, False, None
+        self._expires[i], self._value[i] = 0.0, None
+        self._used -= 1
+
+    def _move(self, src: int, dst: int) -> None:
+        columns: tuple[list[Any], ...] = (
+            self._hash,
+            self._ref,
+            self._key,
+            self._expires,
+            self._value,
+        )
+        for column in columns:
+            column[dst] = column[src]
+
+    def get_many(self, keys: list[bytes], now: float, miss: Any) -> list[Any]:
+        """Per key, its value if its entry expires after `now` (the entry is then marked
+        referenced), else `miss`."""
+        now = _number("now", now)
+        out = []
+        for key in keys:
+            i, _ = self._find(key, self._hash_of(key))
+            if i >= 0 and self._expires[i] > now:
+                self._ref[i] = True
+                out.append(self._value[i])
+            else:
+                out.append(miss)
+        return out
+
+    def put(self, key: bytes, expires_at: float, value: Any) -> int:
+        """Set `key`'s entry; 1 if an entry was evicted to make room for it, else 0."""
+        h = self._hash_of(key)
+        expires_at = _number("expires_at", expires_at)
+        i, free = self._find(key, h)
+        if i >= 0:  # replaced: the reference bit stays
+            self._expires[i], self._value[i] = expires_at, value
+            return 0
+        evicted = 0
+        if self._used >= self.max_rows:
+            while True:
+                j = self.hand
+                self.hand = (j + 1) & self._mask
+                if self._key[j] is None:
+                    continue
+                if self._ref[j]:
+                    self._ref[j] = False
+                    continue
+                self._remove(j)
+                evicted = 1
+                break
+            _, free = self._find(key, h)
+        self._hash[free], self._ref[free], self._key[free] = h, False, key
+        self._expires[free], self._value[free] = expires_at, value
+        self._used += 1
+        return evicted
+
+    def peek(self, key: bytes) -> tuple[float, Any] | None:
+        """`(expires_at, value)` of `key`'s entry, expired or not, or None; the
+        reference bit is untouched."""
+        i, _ = self._find(key, self._hash_of(key))
+        return None if i < 0 else (self._expires[i], self._value[i])
+
+    def pop(self, key: bytes) -> bool:
+        """Remove `key`'s entry; True if there was one."""
+        i, _ = self._find(key, self._hash_of(key))
+        if i >= 0:
+            self._remove(i)
+        return i >= 0
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self.__init__(self.max_rows)  # type: ignore[misc]
+
+    def items(self) -> list[tuple[bytes, float, Any, bool]]:
+        """`(key, expires_at, value, referenced)` per entry, in slot order (for tests)."""
+        return [
+            (k, self._expires[i], self._value[i], self._ref[i])
+            for i, k in enumerate(self._key)
+            if k is not None
+        ]
 
 
 def py_resolve(
@@ -199,9 +341,7 @@ keys: Callable[[bytes, list[int], bytes], list[bytes]] = (
 maybe_stored: Callable[[np.ndarray, int, list[bytes]], list[int]] = (
     _native.maybe_stored if _native is not None else py_maybe_stored
 )
-l1_get: Callable[[Callable[[bytes], Any], list[bytes], float, Any], list[Any]] = (
-    _native.l1_get if _native is not None else py_l1_get
-)
+Table: Callable[[int], PyTable] = _native.Table if _native is not None else PyTable
 resolve: Callable[..., tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]] = (
     _native.resolve if _native is not None else py_resolve
 )

@@ -1,9 +1,13 @@
-"""L1: the in-process LRU of decoded rows, bounded in rows, with a TTL per entry.
+"""L1: the in-process cache of decoded rows, bounded in rows, with a TTL per entry.
 
-Backed by cachebox's LRUCache: 500 gets took 0.11 ms there against 0.19 ms for
-lru-dict 1.4 (same keys, this machine), and cachetools' TTLCache is 10x slower.
-Entries are `(expires_at, value)`; `value` may be None, a cached "not stored",
-so that the many pairs that do not exist are not looked up again every request.
+Backed by `native.Table` (service/_table.h; its specification is `native.PyTable`): a
+hash table whose slots hold key, value and expiry together, evicting by CLOCK, an
+approximation of least-recently-used (an entry read since the hand last passed it
+gets a second chance). A batch of keys is looked up with its memory reads overlapped:
+with tens of thousands of rows cached, a lookup in a dict or cachebox's LRUCache spent
+most of its 350-450 ns waiting on memory (docs/design.md, "The L1 table").
+An entry's value may be None, a cached "not stored", so that the many pairs that do
+not exist are not looked up again every request.
 
 No expiry waves: each entry lives `ttl_s` shortened by a random part of up to
 `jitter` (rows cached together, at start or by one request, expire apart), and the
@@ -20,8 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
-import cachebox
-
 from service import native
 
 V = TypeVar("V")
@@ -36,7 +38,7 @@ MISS: Final[Any] = _Miss()
 
 
 class L1Cache(Generic[V]):
-    """An LRU of at most `max_rows` entries, each living `ttl_s` seconds.
+    """At most `max_rows` entries, each living `ttl_s` seconds.
 
     `max_rows=0` disables it (every get misses, puts are dropped). `clock`
     returns seconds and is injected so tests can move time.
@@ -60,20 +62,19 @@ class L1Cache(Generic[V]):
         self._refresh_s = ttl_s * refresh_fraction
         self._rng = rng
         self.suspended = False  # while change notifications may be missed: no caching
-        self._cache: cachebox.LRUCache = cachebox.LRUCache(max(max_rows, 1))
+        self._table = native.Table(max(max_rows, 1))
 
     def __repr__(self) -> str:
-        return f"<L1Cache [{len(self._cache)}/{self.max_rows} rows, ttl {self.ttl_s}s]>"
+        return f"<L1Cache [{len(self._table)}/{self.max_rows} rows, ttl {self.ttl_s}s]>"
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._table)
 
     def get_many(self, keys: Sequence[bytes]) -> list[V | Any | None]:
         """Cached values aligned with `keys`: a value, None (cached absent) or MISS."""
         if self.suspended:
             return [MISS] * len(keys)
-        return native.l1_get(self._cache.get, keys if type(keys) is list else list(keys),
-                             self._clock(), MISS)  # fmt: skip
+        return self._table.get_many(keys if type(keys) is list else list(keys), self._clock(), MISS)
 
     def put_many(self, items: Iterable[tuple[bytes, V | None]]) -> int:
         """Cache each (key, value); None caches "not stored". Returns how many rows
@@ -81,20 +82,17 @@ class L1Cache(Generic[V]):
         if not self.max_rows or self.suspended:
             return 0
         expires_at = self._clock() + self.ttl_s
-        jitter, rng = self._jitter_s, self._rng
-        cache = self._cache
+        jitter, rng, put = self._jitter_s, self._rng, self._table.put
         evicted = 0
         for key, value in items:
-            if len(cache) >= self.max_rows and key not in cache:
-                evicted += 1
-            cache[key] = (expires_at - jitter * rng(), value)
+            evicted += put(key, expires_at - jitter * rng(), value)
         self.evictions += evicted
         return evicted
 
     def peek(self, key: bytes) -> V | Any | None:
         """The value cached for `key`, expired or not (None: cached absent), or MISS;
         for a reader that checks it against the stored value (readthrough.py)."""
-        entry = self._cache.peek(key)
+        entry = self._table.peek(key)
         return MISS if entry is None else entry[1]
 
     def due(self, keys: Sequence[bytes]) -> list[bytes]:
@@ -102,25 +100,25 @@ class L1Cache(Generic[V]):
         ahead of expiry); expired and absent keys are not included."""
         now = self._clock()
         soon = now + self._refresh_s
-        peek = self._cache.peek
+        peek = self._table.peek
         return [k for k in keys if (e := peek(k)) is not None and now < e[0] <= soon]
 
     def invalidate(self, keys: Iterable[bytes]) -> None:
         """Drop `keys` so the next read goes to the tiers below."""
         if not self.max_rows:
             return
-        pop = self._cache.pop
+        pop = self._table.pop
         for key in keys:
-            pop(key, None)
+            pop(key)
 
     def clear(self) -> None:
         """Drop everything."""
-        self._cache.clear()
+        self._table.clear()
 
     def suspend(self) -> None:
         """Drop everything, and cache nothing until `resume` (every read goes below)."""
         self.suspended = True
-        self._cache.clear()
+        self._table.clear()
 
     def resume(self) -> None:
         """Cache again (after `suspend`)."""

@@ -19,7 +19,6 @@ from service import _native as compiled  # type: ignore[attr-defined]
 from service import native
 from service.core.status import Status
 from service.store.base import UNAVAILABLE
-from service.store.l1 import MISS
 from service.store.presence import PresenceFilter
 
 INT64_MAX = 2**63 - 1
@@ -64,26 +63,6 @@ def test_bloom_lookups_are_the_same(stored: list[bytes], probes: list[bytes]) ->
 def test_bloom_refuses_a_short_array() -> None:
     with pytest.raises(ValueError, match="shorter"):
         compiled.maybe_stored(np.zeros(2, dtype=np.uint8), 17, [b"k"])
-
-
-entries = st.one_of(st.none(), st.tuples(st.floats(-1e6, 1e6), st.integers()))
-
-
-@given(table=st.dictionaries(st.binary(max_size=8), entries, max_size=50),
-       extra=st.lists(st.binary(max_size=8), max_size=20),
-       now=st.floats(-1e6, 1e6))  # fmt: skip
-def test_l1_lookups_are_the_same(table: dict[bytes, Any], extra: list[bytes], now: float) -> None:
-    keys = list(table) + extra
-    assert compiled.l1_get(table.get, keys, now, MISS) == native.py_l1_get(
-        table.get, keys, now, MISS
-    )
-
-
-def test_l1_lookup_refuses_a_malformed_entry() -> None:
-    with pytest.raises(TypeError, match="expires_at"):
-        compiled.l1_get({b"k": (1.0,)}.get, [b"k"], 0.0, MISS)
-    with pytest.raises(ZeroDivisionError):  # the getter's own error comes through
-        compiled.l1_get(lambda k: 1 / 0, [b"k"], 0.0, MISS)
 
 
 ROW_DEFAULT = (0, b'"d":1', b"", (), ())
@@ -226,16 +205,6 @@ def test_view_block_refuses_malformed_rows() -> None:
         compiled.view_block(b"", [], [], [(0, b"", "text", (), ())], [1], [0], (2, 3, 4))
     with pytest.raises(TypeError):
         compiled.view_block(b"", [], [], [(0,)], [1], [0], (2, 3, 4))
-
-
-def test_l1_lookup_survives_a_getter_that_changes_the_keys() -> None:
-    keys = [b"a", b"b", b"c"]
-
-    def get(key: bytes) -> None:
-        keys.clear()  # drops the list's references to every key
-
-    with pytest.raises(RuntimeError, match="changed"):
-        compiled.l1_get(get, keys, 0.0, MISS)
 
 
 @given(

@@ -88,7 +88,7 @@ def test_context_holds_what_the_build_reads(context: set[str]) -> None:
     assert any(f.startswith("protos/") and f.endswith(".proto") for f in context)
     assert "service/demo_registry.yaml" in context
     assert not any(f.startswith("service/_gen/") for f in context), "stale generated code leaks in"
-    assert {"service/_native.c", "service/_shortest.h"} <= context
+    assert {"service/_native.c", "service/_shortest.h", "service/_table.h"} <= context
     assert not any(f.startswith("service/_native") and not f.endswith(".c") for f in context), (
         "a module compiled in the work tree leaks in"
     )
