@@ -151,35 +151,25 @@ maybe_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         return NULL;
     }
-    /* In batches: every position of a batch is computed and prefetched before any is
-     * tested, so the batch's waits on memory overlap (the bits rarely are in cache). */
-    uint64_t pos[TABLE_BATCH][3];
-    for (Py_ssize_t base = 0; base < n; base += TABLE_BATCH) {
-        Py_ssize_t m = n - base < TABLE_BATCH ? n - base : TABLE_BATCH;
-        for (Py_ssize_t b = 0; b < m; b++) {
-            Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(keys, base + b));
-            if (h == -1 && PyErr_Occurred())
-                goto fail;
-            uint64_t u = (uint64_t)(int64_t)h;
-            uint64_t h1 = u & 0xFFFFFFFFu, h2 = (u >> 32) | 1u;
-            for (uint64_t j = 0; j < 3; j++) {
-                pos[b][j] = (h1 + j * h2) % nbits;
-                __builtin_prefetch(&bits[pos[b][j] >> 3]);
-            }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_hash_t h = PyObject_Hash(PyList_GET_ITEM(keys, i));
+        if (h == -1 && PyErr_Occurred())
+            goto fail;
+        uint64_t u = (uint64_t)(int64_t)h;
+        uint64_t h1 = u & 0xFFFFFFFFu, h2 = (u >> 32) | 1u;
+        int all = 1;
+        for (uint64_t j = 0; j < 3 && all; j++) {
+            uint64_t pos = (h1 + j * h2) % nbits;
+            all = (bits[pos >> 3] >> (pos & 7)) & 1;
         }
-        for (Py_ssize_t b = 0; b < m; b++) {
-            int all = 1;
-            for (int j = 0; j < 3 && all; j++)
-                all = (bits[pos[b][j] >> 3] >> (pos[b][j] & 7)) & 1;
-            if (all) {
-                PyObject *index = PyLong_FromSsize_t(base + b);
-                if (index == NULL)
-                    goto fail;
-                int failed = PyList_Append(out, index);
-                Py_DECREF(index);
-                if (failed < 0)
-                    goto fail;
-            }
+        if (all) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL)
+                goto fail;
+            int failed = PyList_Append(out, index);
+            Py_DECREF(index);
+            if (failed < 0)
+                goto fail;
         }
     }
     PyBuffer_Release(&view);
