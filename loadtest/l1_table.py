@@ -64,7 +64,9 @@ def main() -> None:
     print(f"native={native.IMPLEMENTATION}, batches of {args.batch} keys, median ns per key")
     for n in args.sizes:
         r = measure(n, args.batch, args.batches)
-        print(f"{n:>9,} entries: table {r['table_ns_per_key']:7.1f}  dict {r['dict_ns_per_key']:7.1f}")
+        print(
+            f"{n:>9,} entries: table {r['table_ns_per_key']:7.1f}  dict {r['dict_ns_per_key']:7.1f}"
+        )
 
 
 if __name__ == "__main__":

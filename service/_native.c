@@ -12,6 +12,7 @@
  *   Table(max_rows)                      L1's entries: a bounded table with CLOCK
  *                                        eviction and batched, prefetched look-ups
  *                                        (_table.h)
+ *   misses(values, miss)                 the indexes L1 did not answer (store/readthrough.py)
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
  *   join_json(parts)                     an HTTP answer: bytes and views' entities
@@ -178,6 +179,33 @@ fail:
     PyBuffer_Release(&view);
     Py_DECREF(out);
     return NULL;
+}
+
+/* misses(values: list, miss) -> list[int]: the indexes of the items that are `miss`
+ * (ReadThrough.get_many: the keys L1 did not answer). */
+static PyObject *
+misses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("misses", nargs, 2) < 0)
+        return NULL;
+    PyObject *values = args[0], *miss = args[1];
+    if (!need(values, PyList_Check(values), "a list"))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        if (PyList_GET_ITEM(values, i) != miss)
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) {
+            Py_XDECREF(index);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(index);
+    }
+    return out;
 }
 
 /* resolve(got: list, now_ms: int, max_age_ms: int, default_row, unavailable,
@@ -352,6 +380,13 @@ section_write(PyObject *section, char *w)
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t v = (uint64_t)PyLong_AsLongLong(PyList_GET_ITEM(ids, i));
         PyObject *json = PyTuple_GET_ITEM(PyList_GET_ITEM(rows, i), json_index);
+        if (i + 1 < n) { /* the next row's fragment, while this one is copied */
+            PyObject *next = PyTuple_GET_ITEM(PyList_GET_ITEM(rows, i + 1), json_index);
+            const char *from = PyBytes_AS_STRING(next);
+            Py_ssize_t len = PyBytes_GET_SIZE(next) < 1024 ? PyBytes_GET_SIZE(next) : 1024;
+            for (Py_ssize_t at = 0; at < len; at += 64)
+                __builtin_prefetch(from + at);
+        }
         PyObject *sj = PyDict_GetItem(status_json, PyList_GET_ITEM(statuses, i));
         char *d = format_u64(v, digits + sizeof digits);
         Py_ssize_t dlen = digits + sizeof digits - d;
@@ -1166,6 +1201,8 @@ static PyMethodDef methods[] = {
      "keys(prefix, ids, suffix): prefix + decimal id + suffix, per id."},
     {"maybe_stored", (PyCFunction)(void (*)(void))maybe_stored, METH_FASTCALL,
      "maybe_stored(bits, nbits, keys): indexes of the keys the Bloom filter may hold."},
+    {"misses", (PyCFunction)(void (*)(void))misses, METH_FASTCALL,
+     "misses(values, miss): the indexes of the items that are miss."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,
      "resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)."},
     {"join_json", (PyCFunction)join_json, METH_O,

@@ -206,6 +206,11 @@ class PyTable:
         ]
 
 
+def py_misses(values: list[Any], miss: Any) -> list[int]:
+    """The indexes, in order, of the items of `values` that are `miss` (identity)."""
+    return [i for i, v in enumerate(values) if v is miss]
+
+
 def py_resolve(
     got: list[Any],
     now_ms: int,
@@ -342,6 +347,7 @@ maybe_stored: Callable[[np.ndarray, int, list[bytes]], list[int]] = (
     _native.maybe_stored if _native is not None else py_maybe_stored
 )
 Table: Callable[[int], PyTable] = _native.Table if _native is not None else PyTable
+misses: Callable[[list[Any], Any], list[int]] = _native.misses if _native is not None else py_misses
 resolve: Callable[..., tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]] = (
     _native.resolve if _native is not None else py_resolve
 )

@@ -71,7 +71,8 @@ class L1Cache(Generic[V]):
         return len(self._table)
 
     def get_many(self, keys: Sequence[bytes]) -> list[V | Any | None]:
-        """Cached values aligned with `keys`: a value, None (cached absent) or MISS."""
+        """Cached values aligned with `keys`: a value, None (cached absent) or MISS; a new
+        list, the caller's to change."""
         if self.suspended:
             return [MISS] * len(keys)
         return self._table.get_many(keys if type(keys) is list else list(keys), self._clock(), MISS)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from service import metrics
+from service import metrics, native
 from service.errors import TierError, TierTimeout
 from service.store.base import UNAVAILABLE
 from service.store.coalesce import Coalescer, Flight
@@ -123,11 +123,12 @@ class ReadThrough(Generic[V]):
         self._calls += 1
         if not self._calls % REFRESH_CHECK_EVERY:
             self._refresh_ahead(keys, decoders)
-        missed = {k: d for k, d, v in zip(keys, decoders, out, strict=True) if v is MISS}
-        self._l1_hit.inc(len(keys) - len(missed))
-        if not missed:
+        at = native.misses(out, MISS)
+        self._l1_hit.inc(len(keys) - len(at))
+        if not at:
             return out
-        self._l1_miss.inc(len(missed))
+        self._l1_miss.inc(len(at))
+        missed = {keys[i]: decoders[i] for i in at}
         found: dict[bytes, Any] = {}
         if self._immediate:
             found, rest = self._fetch_now(missed)
@@ -137,7 +138,9 @@ class ReadThrough(Generic[V]):
             loop = asyncio.get_running_loop()
             deadline = None if timeout_s is None else loop.time() + timeout_s
             found.update(await self._coalescer.get(missed, deadline))
-        return [found[k] if v is MISS else v for k, v in zip(keys, out, strict=True)]
+        for i in at:  # `out` is L1's fresh list: filled in where it missed
+            out[i] = found[keys[i]]
+        return out
 
     def _refresh_ahead(self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]]) -> None:
         """Read again the rows of `keys` near expiry in L1: at once where every tier can

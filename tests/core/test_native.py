@@ -65,6 +65,22 @@ def test_bloom_refuses_a_short_array() -> None:
         compiled.maybe_stored(np.zeros(2, dtype=np.uint8), 17, [b"k"])
 
 
+MISS = object()
+
+
+@given(values=st.lists(st.sampled_from([MISS, None, 0, b"", (1, b"{}")]), max_size=300))
+def test_misses_are_the_same(values: list[Any]) -> None:
+    got = compiled.misses(values, MISS)
+    assert got == native.py_misses(values, MISS)
+    assert [values[i] is MISS for i in got] == [True] * len(got)
+    assert len(got) == sum(v is MISS for v in values)
+
+
+def test_misses_refuse_what_is_not_a_list() -> None:
+    with pytest.raises(TypeError, match="list"):
+        compiled.misses((MISS,), MISS)
+
+
 ROW_DEFAULT = (0, b'"d":1', b"", (), ())
 rows = st.lists(
     st.one_of(
