@@ -7,8 +7,13 @@ with them. Small reads (INLINE_READ_KEYS keys or fewer: a request's user row, th
 rooms L1 missed) run on the calling thread: a key the block cache or the page
 cache holds costs about 10 us there, against about 150 us through the pool
 (measured on the standard demo data: the hand-off to a thread and back, and the
-GIL taken back, cost more than the read). 16 keys hold the loop about 0.2 ms when
-cached, and could hold it a millisecond or two if each had to come from an SSD.
+GIL taken back, cost more than the read). A read through the pool also waits for the
+GIL, up to the interpreter's 5-ms switch interval while the loop is busy: with 500
+candidates per request, where a batch of room entries expiring together often made a
+read of more than 16 keys, the pool's reads put the p99 at 24-35 ms against 14-20 ms
+with reads of up to 64 keys inline (same-sitting A/B, 2026-12-06; CPU per request 6%
+lower). 64 keys hold the loop about 0.25 ms when cached (3.5-4 us a key, measured
+apart), and could hold it several milliseconds if each had to come from an SSD.
 Writes are serialised by one lock so that read-compare-write (newest event
 wins) is atomic within the process; RocksDB's LOCK file keeps other processes out.
 
@@ -51,7 +56,7 @@ from service.stored import event_time_of
 REOPEN_AFTER_S = 1.0
 REOPEN_FREE_BYTES = 1 << 20
 # Reads of at most this many keys run on the calling thread (see above).
-INLINE_READ_KEYS = 16
+INLINE_READ_KEYS = 64
 
 
 class _Gate:
