@@ -868,6 +868,20 @@ load_float(const unsigned char *p)
     return x;
 }
 
+/* x, a signalling NaN made quiet (payload kept), as a round trip through a double
+ * makes it: struct's 'f' unpacks to a Python float and packs it again (decode_row).
+ * Written out because a compiler may drop (float)(double)x as an identity. */
+static float
+quiet_float(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu))
+        bits |= 0x00400000u;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 /* A float32 vector as orjson writes a numpy float32 array: [a,b,...]. */
 static char *
 write_vector(char *w, const unsigned char *p, Py_ssize_t dim)
@@ -890,7 +904,7 @@ numeric_of(char code, const unsigned char *p)
     switch (code) {
     case 'q': return (float)(double)(int64_t)load_u64(p);
     case 'd': return (float)load_double(p);
-    case 'f': return load_float(p);
+    case 'f': return quiet_float(load_float(p));
     default: return p[0] ? 1.0f : 0.0f; /* '?' */
     }
 }
