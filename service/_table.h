@@ -348,7 +348,12 @@ table_peek(Table *t, PyObject *key)
     Py_ssize_t i = table_find(t, key, h, &unused);
     if (i < 0)
         Py_RETURN_NONE;
-    return Py_BuildValue("(dO)", t->slots[i].expires_at, t->slots[i].value);
+    /* Held while the tuple is built: an allocation may run the garbage collector, and a
+     * finalizer may change the table. */
+    PyObject *value = Py_NewRef(t->slots[i].value);
+    PyObject *out = Py_BuildValue("(dO)", t->slots[i].expires_at, value);
+    Py_DECREF(value);
+    return out;
 }
 
 /* pop(key) -> True if there was an entry (now removed). */
@@ -389,12 +394,16 @@ table_items(Table *t, PyObject *unused)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (size_t i = 0; i <= t->mask; i++) {
+    for (size_t i = 0; t->slots != NULL && i <= t->mask; i++) { /* allocations below may
+                                            run finalizers that change the table */
         const Slot *s = &t->slots[i];
         if (s->key == NULL)
             continue;
-        PyObject *item = Py_BuildValue("(OdOO)", s->key, s->expires_at, s->value,
+        PyObject *key = Py_NewRef(s->key), *value = Py_NewRef(s->value);
+        PyObject *item = Py_BuildValue("(OdOO)", key, s->expires_at, value,
                                        (s->hash & TABLE_REF) ? Py_True : Py_False);
+        Py_DECREF(key);
+        Py_DECREF(value);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(out);
