@@ -127,6 +127,19 @@ table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)t;
 }
 
+/* Release the keys and values of slots no longer in a table, and the slots. */
+static void
+table_release(Slot *old, size_t cap)
+{
+    if (old == NULL)
+        return;
+    for (size_t i = 0; i < cap; i++) {
+        Py_XDECREF(old[i].key);
+        Py_XDECREF(old[i].value);
+    }
+    PyMem_Free(old);
+}
+
 /* Drop every entry (the old slots are released after the table is empty again). */
 static int
 table_clear_all(Table *t)
@@ -141,13 +154,7 @@ table_clear_all(Table *t)
     t->slots = fresh;
     t->used = 0;
     t->hand = 0;
-    if (old != NULL) {
-        for (size_t i = 0; i < cap; i++) {
-            Py_XDECREF(old[i].key);
-            Py_XDECREF(old[i].value);
-        }
-        PyMem_Free(old);
-    }
+    table_release(old, cap);
     return 0;
 }
 
@@ -167,13 +174,7 @@ table_gc_clear(Table *t)
     size_t cap = t->mask + 1;
     t->slots = NULL; /* a dead table: only deallocation follows */
     t->used = 0;
-    if (old != NULL) {
-        for (size_t i = 0; i < cap; i++) {
-            Py_XDECREF(old[i].key);
-            Py_XDECREF(old[i].value);
-        }
-        PyMem_Free(old);
-    }
+    table_release(old, cap);
     return 0;
 }
 
@@ -199,6 +200,31 @@ static int
 table_key(PyObject *key)
 {
     return need(key, PyBytes_CheckExact(key), "a bytes key");
+}
+
+/* Check `key`, hash it and find its slot (*at, or -1 with *free_slot where it would go);
+ * -1 on error. */
+static int
+table_locate(Table *t, PyObject *key, uint64_t *h, Py_ssize_t *at, size_t *free_slot)
+{
+    if (!table_live(t) || !table_key(key))
+        return -1;
+    int err;
+    *h = table_hash(key, &err);
+    if (err)
+        return -1;
+    *at = table_find(t, key, *h, free_slot);
+    return 0;
+}
+
+/* The slot of `key`, -1: none, -2: an error. */
+static Py_ssize_t
+table_at(Table *t, PyObject *key)
+{
+    uint64_t h;
+    Py_ssize_t i;
+    size_t unused;
+    return table_locate(t, key, &h, &i, &unused) < 0 ? -2 : i;
 }
 
 /* get_many(keys: list[bytes], now: float, miss) -> list: per key, its value if its entry
@@ -281,20 +307,17 @@ fail:
 static PyObject *
 table_put(Table *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args("put", nargs, 3) < 0 || !table_live(t))
+    if (check_args("put", nargs, 3) < 0)
         return NULL;
     PyObject *key = args[0], *value = args[2];
-    if (!table_key(key))
+    uint64_t h;
+    Py_ssize_t i;
+    size_t free_slot;
+    if (table_locate(t, key, &h, &i, &free_slot) < 0)
         return NULL;
     double expires_at = PyFloat_AsDouble(args[1]);
     if (expires_at == -1.0 && PyErr_Occurred())
         return NULL;
-    int err;
-    uint64_t h = table_hash(key, &err);
-    if (err)
-        return NULL;
-    size_t free_slot;
-    Py_ssize_t i = table_find(t, key, h, &free_slot);
     if (i >= 0) { /* replace; the reference bit stays */
         Slot *s = &t->slots[i];
         PyObject *old = s->value;
@@ -338,14 +361,9 @@ table_put(Table *t, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 table_peek(Table *t, PyObject *key)
 {
-    if (!table_live(t) || !table_key(key))
+    Py_ssize_t i = table_at(t, key);
+    if (i == -2)
         return NULL;
-    int err;
-    uint64_t h = table_hash(key, &err);
-    if (err)
-        return NULL;
-    size_t unused;
-    Py_ssize_t i = table_find(t, key, h, &unused);
     if (i < 0)
         Py_RETURN_NONE;
     /* Held while the tuple is built: an allocation may run the garbage collector, and a
@@ -360,14 +378,9 @@ table_peek(Table *t, PyObject *key)
 static PyObject *
 table_pop(Table *t, PyObject *key)
 {
-    if (!table_live(t) || !table_key(key))
+    Py_ssize_t i = table_at(t, key);
+    if (i == -2)
         return NULL;
-    int err;
-    uint64_t h = table_hash(key, &err);
-    if (err)
-        return NULL;
-    size_t unused;
-    Py_ssize_t i = table_find(t, key, h, &unused);
     if (i < 0)
         Py_RETURN_FALSE;
     PyObject *gone_key, *gone_value;
