@@ -68,39 +68,59 @@ class Coalescer(Generic[D]):
 
     async def get(self, missed: dict[K, D], deadline: float | None) -> dict[K, Any]:
         """A value per key of `missed`; UNAVAILABLE where none arrived by `deadline`
-        (the event loop's clock; None: wait for the fetch)."""
-        joined = self._launch(missed)
-        tasks = {f.task for f in joined.values() if f.task is not None}
-        loop = asyncio.get_running_loop()
-        timeout = None if deadline is None else max(deadline - loop.time(), 0.0)
-        if timeout != 0.0 and not all(t.done() for t in tasks):
-            await asyncio.wait(tasks, timeout=timeout)
-        return {key: _answer(flight, key) for key, flight in joined.items()}
+        (the event loop's clock; None: wait for the fetch). The dict returned may be
+        the fetch's own, shared with other readers: read it, do not change it."""
+        flight, others = self._launch(missed)
+        tasks = {f.task for f in others.values() if f.task is not None}
+        if flight is not None and flight.task is not None:
+            tasks.add(flight.task)
+        if not all(t.done() for t in tasks):
+            if deadline is None:
+                await asyncio.wait(tasks)
+            else:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout > 0:
+                    await asyncio.wait(tasks, timeout=timeout)
+        if flight is None:
+            return {key: _answer(f, key) for key, f in others.items()}
+        task = flight.task
+        mine: dict[K, Any] | None = None
+        if task is not None and task.done() and not task.cancelled():
+            mine = task.result()  # every key of the flight, unless the fetch failed
+        if mine is None or len(mine) != len(missed) - len(others):
+            mine = {k: _answer(flight, k) for k in missed if k not in others}
+        if not others:
+            return mine
+        out = dict(mine)
+        for key, f in others.items():
+            out[key] = _answer(f, key)
+        return out
 
     def refresh(self, keys: dict[K, D]) -> None:
         """Fetch `keys` in the background (unless already under way); nobody waits."""
         self._launch(keys)
 
-    def _launch(self, missed: dict[K, D]) -> dict[K, Flight]:
-        """The flight of each key: one under way, or one new flight for the rest."""
+    def _launch(self, missed: dict[K, D]) -> tuple[Flight | None, dict[K, Flight]]:
+        """A new flight for the keys no flight under way covers (None if there are none),
+        and the flights under way that cover the others."""
         flights = self._flights
-        joined: dict[K, Flight] = {}
-        mine: dict[K, D] = {}
-        for key, need in missed.items():
-            flight = flights.get(key)
-            if flight is None:
-                mine[key] = need
-            else:
-                joined[key] = flight
-        if mine:
-            flight = Flight()
-            task = asyncio.get_running_loop().create_task(self._run(mine, flight))
-            flight.task = task
-            self._tasks.add(task)
-            for key in mine:
-                flights[key] = flight
-                joined[key] = flight
-        return joined
+        others: dict[K, Flight] = {}
+        mine = missed
+        if flights:
+            for key in missed:
+                f = flights.get(key)
+                if f is not None:
+                    others[key] = f
+            if others:
+                mine = {k: d for k, d in missed.items() if k not in others}
+        if not mine:
+            return None, others
+        flight = Flight()
+        task = asyncio.get_running_loop().create_task(self._run(mine, flight))
+        flight.task = task
+        self._tasks.add(task)
+        flights.update(dict.fromkeys(mine, flight))
+        return flight, others
 
     async def _run(self, keys: dict[K, D], flight: Flight) -> dict[K, Any]:
         try:

@@ -135,9 +135,12 @@ class ReadThrough(Generic[V]):
             if len(rest) < len(missed):
                 missed = {k: missed[k] for k in rest}
         if missed:
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout_s is None else loop.time() + timeout_s
-            found.update(await self._coalescer.get(missed, deadline))
+            deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+            got = await self._coalescer.get(missed, deadline)  # read only: may be shared
+            if found:
+                found.update(got)
+            else:
+                found = got
         for i in at:  # `out` is L1's fresh list: filled in where it missed
             out[i] = found[keys[i]]
         return out
@@ -270,8 +273,9 @@ class ReadThrough(Generic[V]):
 
     async def _get(self, tier: MeteredTier, keys: list[bytes]) -> list[bytes | None] | None:
         try:
-            try:
-                return await asyncio.wait_for(tier.get_many(keys), self._tier_call_timeout_s)
+            try:  # a timeout scope, not wait_for: no task of its own per call
+                async with asyncio.timeout(self._tier_call_timeout_s):
+                    return await tier.get_many(keys)
             except TimeoutError:
                 exc = TierTimeout(tier.name, f"no answer in {self._tier_call_timeout_s} s")
                 tier.failed("get", exc)
