@@ -20,6 +20,7 @@ about half the request's CPU.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -324,12 +325,65 @@ def py_view_block(
     return b"".join(out)
 
 
-def py_unwritten(
-    written: Mapping[int, bytes], items: list[tuple[bytes, bytes]]
-) -> list[tuple[bytes, bytes]]:
-    """The (key, value) items whose value does not start with the 8-byte header that
-    `written` holds under hash(key): what the local tier has not been given yet."""
-    return [(k, v) for k, v in items if written.get(hash(k)) != v[:8]]
+MEMO_SLOT = struct.Struct("<QQ")  # key hash (0: empty), value header
+
+
+def memo(keys: int) -> bytearray:
+    """An empty memo for `unwritten` and `remember` that may hold `keys` keys while
+    staying at most half full (the caller starts again beyond)."""
+    slots = 2
+    while slots < 2 * keys:
+        slots *= 2
+    return bytearray(MEMO_SLOT.size * slots)
+
+
+def _memo_item(item: tuple[bytes, bytes]) -> tuple[int, int | None]:
+    key, value = item
+    if type(key) is not bytes or type(value) is not bytes:
+        raise TypeError("fills are (key: bytes, value: bytes) tuples")
+    h = hash(key) & 0xFFFFFFFFFFFFFFFF
+    return h or 1, (int.from_bytes(value[:8], "little") if len(value) >= 8 else None)
+
+
+def _memo_find(memo: bytearray, h: int) -> int | None:
+    """The slot holding hash `h`, or the empty one where it would go (None: full)."""
+    n = len(memo) // MEMO_SLOT.size
+    i = h & (n - 1)
+    for _ in range(n):
+        held = MEMO_SLOT.unpack_from(memo, MEMO_SLOT.size * i)[0]
+        if held in (h, 0):
+            return i
+        i = (i + 1) & (n - 1)
+    return None
+
+
+def py_unwritten(memo: bytearray, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The (key, value) items whose value's 8-byte header the memo does not hold under
+    hash(key): what the local tier has not been given yet (service/_native.c)."""
+    out = []
+    for item in items:
+        h, header = _memo_item(item)
+        i = _memo_find(memo, h)
+        held = None if i is None else MEMO_SLOT.unpack_from(memo, MEMO_SLOT.size * i)
+        if header is None or held != (h, header):
+            out.append(item)
+    return out
+
+
+def py_remember(memo: bytearray, items: list[tuple[bytes, bytes]]) -> int:
+    """From now on the memo holds each item's header under hash(key); returns how many
+    slots were newly filled. Values shorter than a header are not remembered."""
+    added = 0
+    for item in items:
+        h, header = _memo_item(item)
+        if header is None:
+            continue
+        i = _memo_find(memo, h)
+        if i is None:
+            raise ValueError("remember: the memo is full")
+        added += MEMO_SLOT.unpack_from(memo, MEMO_SLOT.size * i)[0] == 0
+        MEMO_SLOT.pack_into(memo, MEMO_SLOT.size * i, h, header)
+    return added
 
 
 _native: Any = None
@@ -355,8 +409,11 @@ join_json: Callable[[list[bytes | Section]], bytes] = (
     _native.join_json if _native is not None else py_join_json
 )
 view_block: Callable[..., bytes] = _native.view_block if _native is not None else py_view_block
-unwritten: Callable[[Mapping[int, bytes], list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] = (
+unwritten: Callable[[bytearray, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]] = (
     _native.unwritten if _native is not None else py_unwritten
+)
+remember: Callable[[bytearray, list[tuple[bytes, bytes]]], int] = (
+    _native.remember if _native is not None else py_remember
 )
 # ViewCodec.decode_row for many values of one view, compiled (None where not built: the
 # codec decodes in Python), with the view's layout parsed once by `layout`. Its Python

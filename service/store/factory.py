@@ -34,7 +34,8 @@ from service.store.writebehind import WriteBehind
 from service.store.writer import Announcer, Writer
 
 V = TypeVar("V")
-# Keys whose last fill the local tier's write-behind remembers (about 100 B each).
+# Keys whose last fill the local tier's write-behind remembers (16 B slots, at most half
+# full: 8 MB).
 LOCAL_FILL_MEMORY = 200_000
 
 

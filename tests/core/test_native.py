@@ -223,27 +223,54 @@ def test_view_block_refuses_malformed_rows() -> None:
         compiled.view_block(b"", [], [], [(0,)], [1], [0], (2, 3, 4))
 
 
-@given(
-    known=st.dictionaries(st.binary(max_size=12), st.binary(min_size=0, max_size=8), max_size=20),
-    items=st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=20)), max_size=40),
-    data=st.data(),
+FILLS = st.lists(
+    st.tuples(st.binary(max_size=12), st.binary(max_size=20) | st.sampled_from([b"", b"\0" * 8])),
+    max_size=40,
 )
-def test_unwritten_fills_are_the_same(
-    known: dict[bytes, bytes], items: list[tuple[bytes, bytes]], data: st.DataObject
+
+
+@given(keys=st.integers(1, 40), steps=st.lists(st.tuples(st.booleans(), FILLS), max_size=12),
+       data=st.data())  # fmt: skip
+def test_the_fill_memo_is_the_same_compiled_in_python_and_as_a_dict(
+    keys: int, steps: list[tuple[bool, list[tuple[bytes, bytes]]]], data: st.DataObject
 ) -> None:
-    # Some items carry the very header remembered for their key (already written).
-    for key, head in known.items():
-        if data.draw(st.booleans()):
-            items.append((key, head + data.draw(st.binary(max_size=6))))
-    written = {hash(k): h for k, h in known.items()}
-    got = compiled.unwritten(written, items)
-    assert got == native.py_unwritten(written, items)
-    assert all(item in items for item in got)
+    """`unwritten` and `remember` compiled against their Python definitions (the same
+    bytes of memory after every step) and against a dict of key -> header."""
+    compiled_memo, python_memo = native.memo(keys), native.memo(keys)
+    model: dict[bytes, bytes] = {}
+    for write, items in steps:
+        # some items carry the very header remembered for their key (already written)
+        for key, head in list(model.items())[:10]:
+            if data.draw(st.booleans()):
+                items.append((key, head + data.draw(st.binary(max_size=6))))
+        got = compiled.unwritten(compiled_memo, items)
+        assert got == native.py_unwritten(python_memo, items)
+        assert got == [(k, v) for k, v in items if len(v) < 8 or model.get(k) != v[:8]]
+        if write:
+            new = {k for k, v in items if len(v) >= 8 and k not in model}
+            if len(model) + len(new) > keys:  # the caller starts again (writebehind.py)
+                compiled_memo, python_memo, model = native.memo(keys), native.memo(keys), {}
+                items = items[-keys:]
+            added = compiled.remember(compiled_memo, items)
+            assert added == native.py_remember(python_memo, items)
+            assert added == len({k for k, v in items if len(v) >= 8 and k not in model})
+            model.update((k, v[:8]) for k, v in items if len(v) >= 8)
+        assert compiled_memo == python_memo
+
+
+def test_a_memo_too_full_is_refused_not_overrun() -> None:
+    memo = native.memo(1)  # two slots
+    items = [(b"a", b"12345678"), (b"b", b"12345678"), (b"c", b"12345678")]
+    for remember in (compiled.remember, native.py_remember):
+        with pytest.raises(ValueError, match="full"):
+            remember(bytearray(memo), items)
 
 
 def test_unwritten_refuses_what_is_not_a_fill() -> None:
-    for bad in ([(b"k",)], [(b"k", "text")], [b"kv"], [([], b"v")]):
-        with pytest.raises(TypeError):
-            compiled.unwritten({}, bad)
-    with pytest.raises(TypeError):
-        compiled.unwritten([], [])
+    for fn in (compiled.unwritten, compiled.remember, native.py_unwritten, native.py_remember):
+        for bad in ([(b"k",)], [(b"k", "text")], [("k", b"12345678")], [b"kv"], [([], b"v")]):
+            with pytest.raises((TypeError, ValueError)):
+                fn(native.memo(4), bad)
+    for bad_memo in ({}, bytearray(48), bytearray(0), b"\0" * 32):
+        with pytest.raises((TypeError, ValueError)):
+            compiled.unwritten(bad_memo, [])
