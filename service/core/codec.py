@@ -498,9 +498,10 @@ class ViewCodec:
         if self._layout is None:
             return self.decode_rows_python(bufs)
         rows = self._decode_compiled(self._layout, list(bufs))  # type: ignore[misc]
-        for i, row in enumerate(rows):
-            if row is None:
-                rows[i] = self._decode_or_error(bufs[i], self.decode_row_python)
+        if None in rows:  # values it left to the Python
+            for i, row in enumerate(rows):
+                if row is None:
+                    rows[i] = self._decode_or_error(bufs[i], self.decode_row_python)
         return rows
 
     def decode_rows_python(self, bufs: Sequence[bytes]) -> list[Row | CorruptValue]:

@@ -50,12 +50,16 @@ def _decode_one(decode: Decoder[V], raw: bytes) -> Any:
         return exc
 
 
-def _decode_all(decode: Decoder[V], items: list[tuple[bytes, bytes]]) -> list[Any]:
-    """Each value decoded (or its CorruptValue), in one batch if `decode` can."""
-    many = getattr(decode, "decode_rows", None)
+def _decode_all(decode: Decoder[V], raws: list[bytes], batch: bool) -> list[Any]:
+    """Each value decoded (or its CorruptValue), in one batch if asked and `decode` can."""
+    many = getattr(decode, "decode_rows", None) if batch else None
     if many is None:
-        return [_decode_one(decode, raw) for _, raw in items]
-    return many([raw for _, raw in items])  # type: ignore[no-any-return]
+        return [_decode_one(decode, raw) for raw in raws]
+    return many(raws)  # type: ignore[no-any-return]
+
+
+# What a decoded row is (service/core/codec.py: Row); a CorruptValue is not one.
+_ROW_TYPES = frozenset({tuple})
 
 
 class ReadThrough(Generic[V]):
@@ -221,43 +225,44 @@ class ReadThrough(Generic[V]):
         can tell it is unchanged (`unchanged`: a view's codec, service/core/codec.py):
         rows read again at expiry or by refresh-ahead cost a tier read, no decoding.
         Many values are decoded per decoder in one batch where the decoder can
-        (`decode_rows`)."""
+        (`decode_rows`). With L1 off (a cold read) every key is new: the loop per key
+        is kept to grouping them by decoder."""
         fill: list[tuple[bytes, bytes]] = []
         still: list[bytes] = []
-        todo: list[tuple[bytes, bytes]] = []
-        peek = self.l1.peek
+        groups: dict[Any, tuple[list[bytes], list[bytes]]] = {}
+        peek = self.l1.peek if self.l1.max_rows else None
         for key, raw in zip(keys, values, strict=True):
             if raw is None:
                 still.append(key)
                 continue
-            old = peek(key)
-            if old is not None and old is not MISS:
-                same = getattr(missed[key], "unchanged", None)
-                if same is not None and same(raw, old):
-                    found[key] = old
+            decode = missed[key]
+            if peek is not None:
+                old = peek(key)
+                if old is not None and old is not MISS:
+                    same = getattr(decode, "unchanged", None)
+                    if same is not None and same(raw, old):
+                        found[key] = old
+                        fill.append((key, raw))
+                        continue
+            group = groups.get(decode)
+            if group is None:
+                groups[decode] = group = ([], [])
+            group[0].append(key)
+            group[1].append(raw)
+        for decode, (group_keys, raws) in groups.items():
+            rows = _decode_all(decode, raws, len(raws) >= BATCH_DECODE_KEYS)
+            if set(map(type, rows)) <= _ROW_TYPES:  # no CorruptValue: rows are tuples
+                found.update(zip(group_keys, rows, strict=True))
+                fill += zip(group_keys, raws, strict=True)
+                continue
+            for key, raw, row in zip(group_keys, raws, rows, strict=True):
+                if isinstance(row, CorruptValue):
+                    log.warning("corrupt value in %s: %s", tier.name, row)
+                    tier.error.inc()
+                    still.append(key)
+                else:
+                    found[key] = row
                     fill.append((key, raw))
-                    continue
-            todo.append((key, raw))
-        pairs: Iterable[tuple[bytes, bytes, Any]]
-        if len(todo) >= BATCH_DECODE_KEYS:
-            batches: dict[Any, list[tuple[bytes, bytes]]] = {}
-            for key, raw in todo:
-                batches.setdefault(missed[key], []).append((key, raw))
-            pairs = (
-                (key, raw, row)
-                for decode, items in batches.items()
-                for (key, raw), row in zip(items, _decode_all(decode, items), strict=True)
-            )
-        else:
-            pairs = ((key, raw, _decode_one(missed[key], raw)) for key, raw in todo)
-        for key, raw, row in pairs:
-            if isinstance(row, CorruptValue):
-                log.warning("corrupt value in %s: %s", tier.name, row)
-                tier.error.inc()
-                still.append(key)
-            else:
-                found[key] = row
-                fill.append((key, raw))
         tier.hit.inc(len(fill))
         tier.miss.inc(len(still))
         if fill:
