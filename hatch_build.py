@@ -39,6 +39,8 @@ TABLES = "service/_native_tables.h"
 POW5_BITS = 125
 POW5_INV_COUNT = 292
 POW5_COUNT = 326
+FLOAT_POW5_INV_BITS = 59  # Ryu f2s: enough bits for a float's 24-bit mantissa
+FLOAT_POW5_BITS = 61
 _IMPORT = re.compile(r"^from (livefeat\.\S+) import ", re.MULTILINE)
 
 
@@ -113,6 +115,23 @@ def write_tables(root: Path = ROOT) -> Path:
     assert all(v < 1 << 128 for v in inverse + direct)
     table("POW5_INV", inverse)
     table("POW5", direct)
+    # A float's own, 64-bit tables (Ryu's f2s): FLOAT_POW5_INV[q] = 5**-q rounded up to
+    # FLOAT_POW5_INV_BITS bits (q <= 30), FLOAT_POW5[i] = 5**i to FLOAT_POW5_BITS (i <= 46).
+    lines.append(f"#define FLOAT_POW5_INV_BITS {FLOAT_POW5_INV_BITS}")
+    lines.append(f"#define FLOAT_POW5_BITS {FLOAT_POW5_BITS}")
+    small_inverse = [
+        (1 << (pow5_bits(q) - 1 + FLOAT_POW5_INV_BITS)) // 5**q + 1 for q in range(31)
+    ]
+    small_direct = []
+    for i in range(47):
+        shift = pow5_bits(i) - FLOAT_POW5_BITS
+        small_direct.append(5**i >> shift if shift > 0 else 5**i << -shift)
+    assert all(v < 1 << 64 for v in small_inverse + small_direct)
+    assert small_inverse[0] == 576460752303423489 and small_direct[0] == 1 << 60  # Ryu's
+    for name, values in (("FLOAT_POW5_INV", small_inverse), ("FLOAT_POW5", small_direct)):
+        lines.append(f"static const uint64_t {name}[{len(values)}] = {{")
+        lines.extend(f"    {v}u," for v in values)
+        lines.append("};")
     out = root / TABLES
     out.write_text("\n".join(lines) + "\n")
     return out

@@ -835,19 +835,33 @@ write_string(char *w, const unsigned char *s, Py_ssize_t n)
     return w;
 }
 
+/* Little-endian loads. One memcpy where the machine is little-endian: gcc -O2 left the
+ * byte loop a loop, 2,500 instructions of a standard room row's 17,000. */
 static inline uint64_t
 load_u64(const unsigned char *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
     uint64_t v = 0;
     for (int k = 7; k >= 0; k--)
         v = v << 8 | p[k];
     return v;
+#endif
 }
 
 static inline uint32_t
 load_u32(const unsigned char *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+#endif
 }
 
 static inline double

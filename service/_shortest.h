@@ -163,6 +163,123 @@ shortest(uint64_t m2, int32_t e2, int narrow_below, int32_t *exp10)
     return out;
 }
 
+/* floor(m * f / 2^j) for a 64-bit f and j > 32: Ryu f2s's 32-bit multiplication. */
+static inline uint32_t
+mul_shift32(uint32_t m, uint64_t f, int32_t j)
+{
+    uint64_t low = (uint64_t)m * (uint32_t)f;
+    uint64_t high = (uint64_t)m * (uint32_t)(f >> 32);
+    return (uint32_t)(((low >> 32) + high) >> (j - 32));
+}
+
+/* Whether 5^p divides v (v > 0). */
+static inline int
+divisible_by_pow5_32(uint32_t v, int32_t p)
+{
+    int32_t count = 0;
+    while (v % 5 == 0) {
+        v /= 5;
+        count++;
+    }
+    return count >= p;
+}
+
+/* `shortest` for a float (m2 < 2^24), in 32-bit arithmetic: Ryu's f2s as published,
+ * with its 64-bit tables. Where `shortest` scales to one digit more than it keeps, this
+ * scales to exactly the digits it may keep (a 32-bit result) and computes the last digit
+ * dropped apart, when it will not be dropped in the loop. The same decimal as
+ * `shortest` (scripts/check_floats.py checks every float32 against orjson). */
+static inline uint32_t
+shortest32(uint32_t m2, int32_t e2, int narrow_below, int32_t *exp10)
+{
+    const int bounds_read_back = (m2 & 1) == 0;
+    const uint32_t mv = 4 * m2, mp = mv + 2, mm = mv - 2 + (uint32_t)narrow_below;
+    uint32_t vr, vp, vm;
+    int32_t e10;
+    int vm_exact = 0, vr_exact = 0, last = 0;
+    if (e2 >= 0) {
+        int32_t q = log10_pow2(e2);
+        int32_t j = -e2 + q + FLOAT_POW5_INV_BITS + pow5_bits(q) - 1;
+        e10 = q;
+        vr = mul_shift32(mv, FLOAT_POW5_INV[q], j);
+        vp = mul_shift32(mp, FLOAT_POW5_INV[q], j);
+        vm = mul_shift32(mm, FLOAT_POW5_INV[q], j);
+        if (q != 0 && (vp - 1) / 10 <= vm / 10) { /* the loop drops nothing: its digit */
+            int32_t l = -e2 + q - 1 + FLOAT_POW5_INV_BITS + pow5_bits(q - 1) - 1;
+            last = (int)(mul_shift32(mv, FLOAT_POW5_INV[q - 1], l) % 10);
+        }
+        if (q <= 9) { /* 5^10 exceeds a float's mantissa times 4 */
+            if (mv % 5 == 0)
+                vr_exact = divisible_by_pow5_32(mv, q);
+            else if (bounds_read_back)
+                vm_exact = divisible_by_pow5_32(mm, q);
+            else
+                vp -= (uint32_t)divisible_by_pow5_32(mp, q);
+        }
+    }
+    else {
+        int32_t q = log10_pow5(-e2);
+        int32_t i = -e2 - q;
+        int32_t j = q - (pow5_bits(i) - FLOAT_POW5_BITS);
+        e10 = q + e2;
+        vr = mul_shift32(mv, FLOAT_POW5[i], j);
+        vp = mul_shift32(mp, FLOAT_POW5[i], j);
+        vm = mul_shift32(mm, FLOAT_POW5[i], j);
+        if (q != 0 && (vp - 1) / 10 <= vm / 10) {
+            j = q - 1 - (pow5_bits(i + 1) - FLOAT_POW5_BITS);
+            last = (int)(mul_shift32(mv, FLOAT_POW5[i + 1], j) % 10);
+        }
+        if (q <= 1) {
+            vr_exact = 1;
+            if (bounds_read_back)
+                vm_exact = !narrow_below; /* mm has a trailing 0 bit iff it is mv - 2 */
+            else
+                vp -= 1;
+        }
+        else if (q < 31) {
+            vr_exact = (mv & ((1u << (q - 1)) - 1)) == 0;
+        }
+    }
+    int32_t dropped = 0;
+    uint32_t out;
+    if (vm_exact || vr_exact) {
+        while (vp / 10 > vm / 10) {
+            vm_exact &= vm % 10 == 0;
+            vr_exact &= last == 0;
+            last = (int)(vr % 10);
+            vr /= 10;
+            vp /= 10;
+            vm /= 10;
+            dropped++;
+        }
+        if (vm_exact) {
+            while (vm % 10 == 0) {
+                vr_exact &= last == 0;
+                last = (int)(vr % 10);
+                vr /= 10;
+                vp /= 10;
+                vm /= 10;
+                dropped++;
+            }
+        }
+        if (vr_exact && last == 5 && vr % 2 == 0)
+            last = 4;
+        out = vr + ((vr == vm && (!bounds_read_back || !vm_exact)) || last >= 5);
+    }
+    else {
+        while (vp / 10 > vm / 10) {
+            last = (int)(vr % 10);
+            vr /= 10;
+            vp /= 10;
+            vm /= 10;
+            dropped++;
+        }
+        out = vr + (vr == vm || last >= 5);
+    }
+    *exp10 = e10 + dropped;
+    return out;
+}
+
 static const char DIGIT_PAIRS[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
@@ -290,7 +407,9 @@ write_fields(char *p, int negative, uint64_t mantissa, int32_t exponent, int32_t
     uint64_t m2 = exponent ? mantissa | (1ull << mantissa_bits) : mantissa;
     int32_t e2 = (exponent ? exponent : 1) - bias - mantissa_bits - 2;
     int32_t exp10;
-    uint64_t digits = shortest(m2, e2, mantissa == 0 && exponent > 1, &exp10);
+    int narrow_below = mantissa == 0 && exponent > 1;
+    uint64_t digits = mantissa_bits == 23 ? shortest32((uint32_t)m2, e2, narrow_below, &exp10)
+                                          : shortest(m2, e2, narrow_below, &exp10);
     return write_decimal(p, negative, digits, exp10, max_int, min_frac);
 }
 
