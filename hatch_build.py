@@ -119,9 +119,7 @@ def write_tables(root: Path = ROOT) -> Path:
     # FLOAT_POW5_INV_BITS bits (q <= 30), FLOAT_POW5[i] = 5**i to FLOAT_POW5_BITS (i <= 46).
     lines.append(f"#define FLOAT_POW5_INV_BITS {FLOAT_POW5_INV_BITS}")
     lines.append(f"#define FLOAT_POW5_BITS {FLOAT_POW5_BITS}")
-    small_inverse = [
-        (1 << (pow5_bits(q) - 1 + FLOAT_POW5_INV_BITS)) // 5**q + 1 for q in range(31)
-    ]
+    small_inverse = [(1 << (pow5_bits(q) - 1 + FLOAT_POW5_INV_BITS)) // 5**q + 1 for q in range(31)]
     small_direct = []
     for i in range(47):
         shift = pow5_bits(i) - FLOAT_POW5_BITS
