@@ -1207,6 +1207,16 @@ memo_view(PyObject *memo, MemoSlot **slots, size_t *mask)
     return 0;
 }
 
+/* The arguments (memo, items: list) of unwritten and remember, checked. */
+static int
+memo_args(const char *name, PyObject *const *args, Py_ssize_t nargs, MemoSlot **slots,
+          size_t *mask)
+{
+    if (check_args(name, nargs, 2) < 0 || memo_view(args[0], slots, mask) < 0)
+        return -1;
+    return need(args[1], PyList_Check(args[1]), "a list") ? 0 : -1;
+}
+
 /* The item's key hash (never 0) and value header; 0 if the value is shorter than a
  * header (never remembered); -1 on error. */
 static int
@@ -1249,13 +1259,11 @@ memo_find(MemoSlot *slots, size_t mask, uint64_t hash)
 static PyObject *
 unwritten(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args("unwritten", nargs, 2) < 0)
-        return NULL;
     MemoSlot *slots;
     size_t mask;
-    PyObject *items = args[1];
-    if (memo_view(args[0], &slots, &mask) < 0 || !need(items, PyList_Check(items), "a list"))
+    if (memo_args("unwritten", args, nargs, &slots, &mask) < 0)
         return NULL;
+    PyObject *items = args[1];
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
@@ -1291,13 +1299,11 @@ fail:
 static PyObject *
 remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args("remember", nargs, 2) < 0)
-        return NULL;
     MemoSlot *slots;
     size_t mask;
-    PyObject *items = args[1];
-    if (memo_view(args[0], &slots, &mask) < 0 || !need(items, PyList_Check(items), "a list"))
+    if (memo_args("remember", args, nargs, &slots, &mask) < 0)
         return NULL;
+    PyObject *items = args[1];
     Py_ssize_t added = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         uint64_t hash, header;
