@@ -103,14 +103,6 @@ def pack(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-def pack_mget(keys: Sequence[bytes]) -> bytes:
-    """MGET of `keys` in RESP (the hot path's command, without building an args tuple)."""
-    return b"".join(
-        [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
-        + [b"$%d\r\n%s\r\n" % (len(k), k) for k in keys]
-    )
-
-
 class RespReader:
     """MGET and PING against one Redis node, on up to `max_connections` connections.
 
@@ -185,7 +177,7 @@ class RespReader:
 
     async def mget(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The value of each key (None where there is none)."""
-        reply = await self._call(pack_mget(keys))
+        reply = await self._call(pack(b"MGET", *keys))
         if not isinstance(reply, list) or len(reply) != len(keys):
             raise RespError(f"MGET of {len(keys)} keys answered {type(reply).__name__}")
         return reply

@@ -16,7 +16,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.store.resp import RespError, RespReader, RespTimeout, pack_mget
+from service.store.resp import RespError, RespReader, RespTimeout, pack
 from tests.support.redis_proc import RedisServer
 
 pytestmark = pytest.mark.process
@@ -40,7 +40,7 @@ def test_for_url_takes_plain_tcp_urls_only() -> None:
 
 
 def test_pack_mget_is_the_resp_array_redis_expects() -> None:
-    assert pack_mget([b"a", b"\r\n\x00"]) == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$3\r\n\r\n\x00\r\n"
+    assert pack(b"MGET", b"a", b"\r\n\x00") == b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$3\r\n\r\n\x00\r\n"
 
 
 VALUES = st.binary(min_size=0, max_size=300) | st.sampled_from(
