@@ -51,6 +51,42 @@ def _answer(flight: Flight, key: K) -> Any:
     return task.result().get(key, UNAVAILABLE)
 
 
+async def _wait(tasks: set[asyncio.Task[Any]], deadline: float | None) -> None:
+    """Until every task is done, or `deadline` (the loop's clock) has passed; the tasks
+    are never cancelled. asyncio.wait with the loop taken from the tasks: on CPython
+    3.11 each asyncio.get_running_loop() (asyncio.wait, current_task, timeout) is a
+    getpid() system call, 1-2 us on a virtual machine, and a read made several."""
+    pending = [t for t in tasks if not t.done()]
+    if not pending:
+        return
+    loop = pending[0].get_loop()
+    if deadline is not None and deadline <= loop.time():
+        return
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(pending)
+
+    def one_done(_: asyncio.Task[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if not left and not waiter.done():
+            waiter.set_result(None)
+
+    def expired() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for t in pending:
+        t.add_done_callback(one_done)
+    timer = None if deadline is None else loop.call_at(deadline, expired)
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for t in pending:
+            t.remove_done_callback(one_done)
+
+
 class Coalescer(Generic[D]):
     """Runs `fetch(missed, flight)` once per set of keys no flight already covers.
 
@@ -74,13 +110,7 @@ class Coalescer(Generic[D]):
         tasks = {f.task for f in others.values() if f.task is not None}
         if flight is not None and flight.task is not None:
             tasks.add(flight.task)
-        if not all(t.done() for t in tasks):
-            if deadline is None:
-                await asyncio.wait(tasks)
-            else:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout > 0:
-                    await asyncio.wait(tasks, timeout=timeout)
+        await _wait(tasks, deadline)
         if flight is None:
             return {key: _answer(f, key) for key, f in others.items()}
         task = flight.task
@@ -133,7 +163,7 @@ class Coalescer(Generic[D]):
             for key in keys:
                 if flights.get(key) is flight:
                     del flights[key]
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._tasks.discard(flight.task)  # type: ignore[arg-type]
 
     def forget(self, keys: Sequence[K] | Any) -> None:
         """`keys` were written: detach their fetches under way (see the module doc)."""

@@ -49,6 +49,9 @@ class _Connection(asyncio.Protocol):
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        # Its loop, asked once: each asyncio.get_running_loop() is a getpid() system
+        # call on CPython 3.11 (coalesce.py, _wait).
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -81,7 +84,7 @@ class _Connection(asyncio.Protocol):
 
     def call(self, command: bytes) -> asyncio.Future[Any]:
         """Send one packed command; its future gets the reply (or a RespError)."""
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         if self.lost is not None or self.transport is None:
             future.set_exception(self.lost or RespError("not connected"))
             return future
@@ -191,7 +194,7 @@ class RespReader:
         if conn is None:
             conn = await self._connection()
         future = conn.call(command)
-        timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, conn, future)
+        timer = conn.loop.call_later(self.timeout_s, self._expire, conn, future)
         try:
             reply = await future
         finally:
