@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 JSON = "application/json"
+TELEMETRY_OFF: Any = {"tracing": False, "metrics": False, "logs": False}  # service/http/app.py
 
 
 def filler_body(size: int) -> bytes:
@@ -33,7 +35,8 @@ def filler_body(size: int) -> bytes:
 
 def create_app(body: bytes, path: str = "/v1/bundle") -> FastAPI:
     """The echo app: POST ``path`` -> ``body``; GET /readyz -> ready."""
-    app = FastAPI(title="echo")  # defaults, docs routes included, as livefeat has them
+    # FastAPI as livefeat configures it: docs routes included, OpenTelemetry off.
+    app = FastAPI(title="echo", telemetry=TELEMETRY_OFF)
 
     @app.post(path)
     async def echo(request: Request) -> Response:

@@ -8,11 +8,18 @@ before any worker imports this: each worker writes its values to files there, an
 `scrape` on any worker adds up every worker's (prometheus_client's multiprocess
 mode). A gauge says how its workers' values combine (`multiprocess_mode`; "live":
 only running workers count); a single process ignores it.
+
+What a request updates goes through tallies (`tally`, below): plain sums kept on the
+serving loop, folded into these metrics by `flush`. Every scrape flushes first, and the
+server flushes every FLUSH_EVERY_S and when it stops (docs/metrics.md, "Freshness").
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -272,8 +279,122 @@ WORKER_SYNC_SECONDS = Histogram(
 )
 
 
+# --------------------------------------------------------------------------- tallies
+# prometheus_client takes a lock for every update: a counter's `inc` cost about 1 us and
+# a histogram's `observe` 2-3 us (a Python loop over its buckets) on the 2-core machine,
+# and a bundle made a dozen or more, about 5% of its CPU (docs/benchmarks.md). The
+# children a request updates are wrapped in tallies instead: the same `inc`, `dec` and
+# `observe`, adding to plain numbers, which `flush` adds to the children. A tally is
+# updated and flushed on one thread, the serving loop's (or the one thread of a command).
+
+FLUSH_EVERY_S = 1.0
+"""How often the server flushes: with workers, another worker's scrape reads what this
+one has flushed, so a scrape may miss up to this much of a worker's last updates."""
+
+
+class CounterTally:
+    """`inc` of a Counter (or Gauge) child, summed until `flush`."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0
+            self.child.inc(amount)
+
+
+class GaugeTally(CounterTally):
+    """`inc` and `dec` of a Gauge child, summed until `flush`; `set` at once."""
+
+    __slots__ = ()
+
+    def dec(self, amount: float = 1) -> None:
+        self.pending -= amount
+
+    def set(self, value: float) -> None:
+        self.pending = 0
+        self.child.set(value)
+
+
+class HistogramTally:
+    """`observe` of a Histogram child: counts per bucket and a sum, until `flush`."""
+
+    __slots__ = ("bounds", "child", "counts", "observed", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        # prometheus_client's own bounds (ending with +Inf) and, in `flush`, its bucket
+        # and sum values: it has no public call that adds many observations at once.
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.observed = False
+
+    def observe(self, amount: float) -> None:
+        # The first bucket whose bound is >= amount: where prometheus_client counts it.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+        self.observed = True
+
+    def flush(self) -> None:
+        if not self.observed:
+            return
+        counts, self.counts = self.counts, [0] * len(self.bounds)
+        total, self.total, self.observed = self.total, 0.0, False
+        buckets = self.child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        self.child._sum.inc(total)
+
+
+Tally = CounterTally | HistogramTally
+_TALLIES: dict[int, Tally] = {}  # id(child) -> its tally (the child is kept alive by it)
+
+
+def tally(child: Any) -> Any:
+    """The tally of a metric child (`Metric.labels(...)`, or a metric without labels):
+    one per child, however often asked."""
+    found = _TALLIES.get(id(child))
+    if found is None:
+        if isinstance(child, Histogram):
+            found = HistogramTally(child)
+        elif isinstance(child, Gauge):
+            found = GaugeTally(child)
+        elif isinstance(child, Counter):
+            found = CounterTally(child)
+        else:
+            raise TypeError(f"no tally for {child!r}")
+        _TALLIES[id(child)] = found
+    return found
+
+
+def flush() -> None:
+    """Add every tally's updates since the last flush to its metric."""
+    for t in list(_TALLIES.values()):
+        t.flush()
+
+
+async def flush_every(interval_s: float = FLUSH_EVERY_S) -> None:
+    """`flush` every `interval_s`, and once more when cancelled."""
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            flush()
+    finally:
+        flush()
+
+
 def scrape() -> bytes:
     """The Prometheus text of this process, or of every worker of the pod (multiprocess)."""
+    flush()
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         return generate_latest(REGISTRY)

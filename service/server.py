@@ -96,7 +96,7 @@ def admission_of(settings: Settings, lag: LoopLag) -> Admission:
     if settings.admission == "adaptive" and ceiling:
         floor = min(settings.min_in_flight, ceiling)
         adaptive = AdaptiveLimit(ceiling, floor=floor, lag=lag.take)
-    return Admission(ceiling, settings.overload_retry_after_s, metrics.IN_FLIGHT,
+    return Admission(ceiling, settings.overload_retry_after_s, metrics.tally(metrics.IN_FLIGHT),
                      adaptive=adaptive, limit_gauge=metrics.IN_FLIGHT_LIMIT)  # fmt: skip
 
 
@@ -150,6 +150,7 @@ async def serve(
             admission=admission,
             report_dir=settings.report_dir,
             served_log=served,
+            telemetry=settings.http_telemetry,
         )
         asgi = app if runtime is None else runtime.wrap(app)
         sockets = None
@@ -167,6 +168,7 @@ async def serve(
             http_task = asyncio.create_task(_run_http(http, sockets))
             force = asyncio.create_task(_force_on(signals.force, http, rpc))
             lag_task = asyncio.create_task(lag.run())
+            flush_task = asyncio.create_task(metrics.flush_every())
             _freeze_startup_objects()
             malloc = _keep_big_buffers_in_the_heap()
             log.info("serving", http=address(settings.http_host, settings.http_port),
@@ -183,6 +185,7 @@ async def serve(
                 await asyncio.gather(rpc.stop(GRACE_S), http_task)
             finally:
                 lag_task.cancel()
+                flush_task.cancel()
                 force.cancel()
                 http_task.cancel()
                 await rpc.stop(0)
@@ -191,6 +194,7 @@ async def serve(
             await runtime.close()
         await served.close()
         await core.store.close()
+        metrics.flush()  # the last updates, before a worker's files are left to its pod
         log.info("stopped")
 
 

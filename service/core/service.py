@@ -125,9 +125,10 @@ class FeatureService:
         self._clock_ms = clock_ms
         self._write_lock = asyncio.Lock()
         self._requests_seen = 0
-        self._age = {name: metrics.VALUE_AGE_SECONDS.labels(name) for name in registry.views}
+        tally = metrics.tally
+        self._age = {name: tally(metrics.VALUE_AGE_SECONDS.labels(name)) for name in registry.views}
         self._served = {
-            name: [metrics.SERVED_ROWS.labels(name, s.name) for s in Status]
+            name: [tally(metrics.SERVED_ROWS.labels(name, s.name)) for s in Status]
             for name in registry.views
         }
 

@@ -127,7 +127,10 @@ class _Recorder:
 
     def _bind(self, code: grpc.StatusCode) -> tuple[Any, Any]:
         labels = ("grpc", self.route, code.name)
-        children = (metrics.REQUEST_SECONDS.labels(*labels), metrics.REQUESTS.labels(*labels))
+        children = (
+            metrics.tally(metrics.REQUEST_SECONDS.labels(*labels)),
+            metrics.tally(metrics.REQUESTS.labels(*labels)),
+        )
         self._children[code] = children
         return children
 

@@ -41,7 +41,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         self.admission = admission  # read by `edge`
         self.served_log = served_log
         self.wire = WireEncoder(core.registry)
-        self._bundle_sizes = metrics.BATCH_SIZE.labels("GetBundle")
+        self._bundle_sizes = metrics.tally(metrics.BATCH_SIZE.labels("GetBundle"))
 
     @edge("GetBundle")
     async def GetBundle(self, request: pb.GetBundleRequest, context: Context) -> bytes:

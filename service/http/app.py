@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
 
@@ -108,6 +109,11 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return _json(body, 500)
 
 
+# FastAPI's OpenTelemetry, all off: without this it asks OpenTelemetry's global
+# providers on every request whether an SDK is configured (3.5 us a request).
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     core: FeatureService,
     max_body_bytes: int = 8 << 20,
@@ -115,6 +121,7 @@ def create_app(
     admission: Admission | None = None,
     report_dir: Path | None = None,
     served_log: ServedLog = DISABLED,
+    telemetry: bool = False,
 ) -> FastAPI:
     """The HTTP front end over `core`. `app.state.draining` turns /readyz false.
 
@@ -122,11 +129,13 @@ def create_app(
     X-Livefeat-Timeout-Ms header overrides it); `admission` bounds the requests
     in flight (shared with the gRPC front end; None: unbounded).
     `report_dir`: where `livefeat report` writes; served at /ui/report (console.py).
-    `served_log` gets every bundle answer (and samples it).
+    `served_log` gets every bundle answer (and samples it). `telemetry`: FastAPI's own
+    OpenTelemetry per request (TELEMETRY_OFF unless asked; docs/operations.md).
     """
-    app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers")
+    app = FastAPI(title="livefeat", version="0.1.0", summary="Online features for live rankers",
+                  telemetry=None if telemetry else TELEMETRY_OFF)  # fmt: skip
     app.state.draining = False
-    bundle_sizes = metrics.BATCH_SIZE.labels("/v1/bundle")  # bound once, not per request
+    bundle_sizes = metrics.tally(metrics.BATCH_SIZE.labels("/v1/bundle"))  # bound once
     refresh_report_gauges = add_console(app, report_dir)  # /ui, /ui/report
 
     @app.exception_handler(LivefeatError)

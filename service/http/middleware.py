@@ -52,8 +52,8 @@ class MetricsMiddleware:
             if children is None:
                 labels = ("http", key[0], str(code))
                 children = (
-                    metrics.REQUEST_SECONDS.labels(*labels),
-                    metrics.REQUESTS.labels(*labels),
+                    metrics.tally(metrics.REQUEST_SECONDS.labels(*labels)),
+                    metrics.tally(metrics.REQUESTS.labels(*labels)),
                 )
                 self._children[key] = children
             children[0].observe(time.perf_counter() - start)

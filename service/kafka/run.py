@@ -72,6 +72,7 @@ def probe_app(ingest: KafkaIngest, core: FeatureService) -> Starlette:
         return JSONResponse({"status": "ready", "batches": ingest.batches})
 
     async def prometheus(_: Request) -> Response:
+        metrics.flush()  # what the store's tallies hold (service/metrics.py)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz),

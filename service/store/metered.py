@@ -1,6 +1,7 @@
 """A tier wrapped with its metrics: every call of the store to a tier goes through here.
 
-Metric children are bound once per tier (a label lookup costs more than the inc).
+Metric children are bound once per tier (a label lookup costs more than the inc), as
+tallies (service/metrics.py).
 Hits and misses are counted by the reader, which alone knows them (readthrough.py).
 """
 
@@ -21,11 +22,12 @@ class MeteredTier:
     def __init__(self, tier: Tier) -> None:
         self.tier = tier
         self.name = tier.name
-        self.hit = metrics.TIER_KEYS.labels(tier.name, "hit")
-        self.miss = metrics.TIER_KEYS.labels(tier.name, "miss")
-        self.error = metrics.TIER_KEYS.labels(tier.name, "error")
-        self._get_s = metrics.TIER_SECONDS.labels(tier.name, "get")
-        self._put_s = metrics.TIER_SECONDS.labels(tier.name, "put")
+        tally = metrics.tally
+        self.hit = tally(metrics.TIER_KEYS.labels(tier.name, "hit"))
+        self.miss = tally(metrics.TIER_KEYS.labels(tier.name, "miss"))
+        self.error = tally(metrics.TIER_KEYS.labels(tier.name, "error"))
+        self._get_s = tally(metrics.TIER_SECONDS.labels(tier.name, "get"))
+        self._put_s = tally(metrics.TIER_SECONDS.labels(tier.name, "put"))
         self._now = cast(ImmediateReads, tier) if hasattr(tier, "get_many_now") else None
         self.immediate = self._now is not None
         """Whether the tier may answer reads at once (`get_many_now`)."""

@@ -80,8 +80,8 @@ class ReadThrough(Generic[V]):
         self._tier_call_timeout_s = tier_call_timeout_s
         self._immediate = bool(self.tiers) and all(t.immediate for t in self.tiers)
         self._coalescer: Coalescer[Decoder[V]] = Coalescer(self._fetch)
-        self._l1_hit = metrics.TIER_KEYS.labels("l1", "hit")
-        self._l1_miss = metrics.TIER_KEYS.labels("l1", "miss")
+        self._l1_hit = metrics.tally(metrics.TIER_KEYS.labels("l1", "hit"))
+        self._l1_miss = metrics.tally(metrics.TIER_KEYS.labels("l1", "miss"))
         self._calls = 0
 
     def __repr__(self) -> str:

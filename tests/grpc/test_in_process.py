@@ -99,6 +99,7 @@ def test_late_tier_gives_unavailable_rows_within_the_deadline() -> None:
 def test_tier_failure_on_push_is_unavailable_and_counted() -> None:
     def count() -> float:
         labels = {"transport": "grpc", "route": "PushFeatures", "code": "UNAVAILABLE"}
+        metrics.flush()
         return metrics.REGISTRY.get_sample_value("livefeat_requests_total", labels) or 0.0
 
     async def main() -> None:

@@ -4,6 +4,8 @@ middleware gives: request ids, metrics, the error bodies, the OpenAPI document."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -25,8 +27,10 @@ class FailingCore:
         raise NotFound("bundle", f"no bundle named {bundle!r}")
 
 
-async def call(body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-    app = create_app(FailingCore())  # type: ignore[arg-type]
+async def call(
+    body: dict[str, Any], headers: dict[str, str] | None = None, telemetry: bool = False
+) -> httpx.Response:
+    app = create_app(FailingCore(), telemetry=telemetry)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         return await client.post("/v1/bundle", json=body, headers=headers or {})
@@ -52,3 +56,34 @@ def test_the_hot_routes_stay_in_the_openapi_document() -> None:
     app = create_app(FailingCore())  # type: ignore[arg-type]
     paths = app.openapi()["paths"]
     assert "post" in paths["/v1/bundle"] and "post" in paths["/v1/features"]
+
+
+TRACED = """
+import asyncio, sys
+from opentelemetry import trace
+sys.path.insert(0, "tests/http")
+import test_hot_routes as t
+
+asked = []
+
+class Recording(trace.TracerProvider):  # a configured provider, as an SDK's would be
+    def get_tracer(self, *args, **kwargs):
+        asked.append(args[0])
+        return trace.NoOpTracer()
+
+trace.set_tracer_provider(Recording())
+answer = asyncio.run(t.call({"bundle": "nope"}, telemetry=sys.argv[1] == "on"))
+assert answer.status_code == 404, answer
+print(sorted(set(asked)))
+"""
+
+
+def test_fastapi_traces_requests_only_when_asked() -> None:
+    # In a subprocess: OpenTelemetry's global tracer provider can be set once.
+    def tracers(telemetry: str) -> str:
+        done = subprocess.run([sys.executable, "-c", TRACED, telemetry], capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        return done.stdout.strip()
+
+    assert tracers("off") == "[]"
+    assert tracers("on") == "['fastapi']"
