@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 << 20, ge=1024)
     # FastAPI's own OpenTelemetry spans, metrics and logs per HTTP request, where an
     # OpenTelemetry SDK is configured. Off: its per-request check alone costs about
-    # 3.5 us (docs/operations.md, "Tracing"); livefeat's metrics are Prometheus.
+    # 3.5 us (docs/operations.md, "Observe"); livefeat's metrics are Prometheus.
     http_telemetry: bool = False
     # HTTP read budget per request (X-Livefeat-Timeout-Ms overrides it; 0: none). Above
     # the Redis socket timeout, so a stalled Redis still leaves time to read RocksDB.
