@@ -7,6 +7,12 @@ of `--batch` fresh keys drawn uniformly from them, reading each returned row's e
 time as the status pass does. Prints the median ns per key of each, per size.
 
     python -m loadtest.l1_table [--sizes 1000 45000 200000] [--batch 100] [--batches 300]
+
+With `--sweep`, the worst case of a put instead: a full table (`--rows`, default L1's
+500,000) whose every entry has been read, then puts of new keys, with the default sweep
+limit and without one (docs/design.md, "The L1 table"). Prints each put's microseconds.
+
+    python -m loadtest.l1_table --sweep [--rows 500000] [--puts 5]
 """
 
 from __future__ import annotations
@@ -55,12 +61,37 @@ def measure(n: int, batch: int, batches: int) -> dict[str, float]:
     return out
 
 
+def sweep(rows: int, puts: int, sweep_limit: int) -> list[float]:
+    """Microseconds of each of `puts` puts of new keys into a full table of `rows`
+    entries, every one of them read (referenced) first."""
+    table = native.Table(rows, sweep_limit)
+    keys = [b"lf:v1:room_stats:%d" % i for i in range(rows)]
+    for key in keys:
+        table.put(key, 1e12, (0, b"", b"", (), ()))
+    table.get_many(keys, 1.0, MISS)
+    out = []
+    for i in range(puts):
+        start = time.perf_counter_ns()
+        table.put(b"lf:v1:new:%d" % i, 1e12, (0, b"", b"", (), ()))
+        out.append((time.perf_counter_ns() - start) / 1000)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 45_000, 200_000])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--sweep", action="store_true", help="time puts into a referenced table")
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--puts", type=int, default=5)
     args = parser.parse_args()
+    if args.sweep:
+        print(f"native={native.IMPLEMENTATION}, {args.rows:,} entries all read, us per put")
+        for limit, label in ((native.SWEEP_LIMIT, "default"), (args.rows * 4, "unbounded")):
+            times = ", ".join(f"{t:.1f}" for t in sweep(args.rows, args.puts, limit))
+            print(f"sweep limit {limit:>9,} ({label}): {times}")
+        return
     print(f"native={native.IMPLEMENTATION}, batches of {args.batch} keys, median ns per key")
     for n in args.sizes:
         r = measure(n, args.batch, args.batches)

@@ -39,10 +39,10 @@ key_st = st.one_of(
 time_st = st.floats(-1e9, 1e9, allow_nan=False)
 
 
-def tables(max_rows: int) -> list[Any]:
-    out = [native.PyTable(max_rows)]
+def tables(max_rows: int, sweep_limit: int = native.SWEEP_LIMIT) -> list[Any]:
+    out = [native.PyTable(max_rows, sweep_limit)]
     if compiled is not None:
-        out.append(compiled.Table(max_rows))
+        out.append(compiled.Table(max_rows, sweep_limit))
     return out
 
 
@@ -53,10 +53,11 @@ class TableMachine(RuleBasedStateMachine):
         self.model: dict[bytes, tuple[float, object]] = {}
 
     @precondition(lambda self: not self.tables)
-    @rule(max_rows=st.integers(1, 12))
-    def start(self, max_rows: int) -> None:
+    @rule(max_rows=st.integers(1, 12), sweep_limit=st.sampled_from([0, 1, 2, 3, 1024]))
+    def start(self, max_rows: int, sweep_limit: int) -> None:
+        # Small sweep limits: puts into a full table of referenced entries evict one anyway.
         self.max_rows = max_rows
-        self.tables = tables(max_rows)
+        self.tables = tables(max_rows, sweep_limit)
 
     @precondition(lambda self: self.tables)
     @rule(key=key_st, expires_at=time_st)
@@ -110,7 +111,12 @@ class TableMachine(RuleBasedStateMachine):
         first = self.tables[0]
         for t in self.tables:
             assert len(t) == len(self.model) <= self.max_rows
-            assert (t.capacity, t.max_rows, t.hand) == (first.capacity, first.max_rows, first.hand)
+            assert (t.capacity, t.max_rows, t.hand, t.sweep_limit) == (
+                first.capacity,
+                first.max_rows,
+                first.hand,
+                first.sweep_limit,
+            )
             assert t.items() == first.items()
         assert {k: (e, v) for k, e, v, _ in first.items()} == self.model
 
@@ -119,12 +125,16 @@ TestTableMachine = TableMachine.TestCase
 TestTableMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
 
 
-@given(max_rows=st.integers(1, 3000), keys=st.lists(st.integers(0, 10_000), max_size=6000))
+@given(
+    max_rows=st.integers(1, 3000),
+    keys=st.lists(st.integers(0, 10_000), max_size=6000),
+    sweep_limit=st.sampled_from([0, 1, 5, 1024]),
+)
 @settings(max_examples=25, deadline=None)
-def test_many_entries_give_the_same_table(max_rows: int, keys: list[int]) -> None:
+def test_many_entries_give_the_same_table(max_rows: int, keys: list[int], sweep_limit: int) -> None:
     # Large tables, every third key read back (referenced), so the hand both clears
-    # bits and evicts over long sweeps.
-    ts = tables(max_rows)
+    # bits and evicts over long sweeps (and, with a small sweep limit, stops early).
+    ts = tables(max_rows, sweep_limit)
     for n, i in enumerate(keys):
         key = b"lf:v1:user_room_affinity:%d:%d" % (i, i * 7)
         evicted = {t.put(key, float(n), i) for t in ts}
@@ -148,6 +158,26 @@ def test_a_read_entry_gets_a_second_chance() -> None:
         assert [ref for k, _, _, ref in t.items() if k in (b"b", b"c")] == [False]
 
 
+@pytest.mark.parametrize("sweep_limit", [0, 7, 1024])
+def test_a_put_clears_at_most_sweep_limit_bits(sweep_limit: int) -> None:
+    # Every entry of a full table referenced: an unbounded sweep would clear every bit
+    # (one pass over the slots) before it evicted; a bounded one clears `sweep_limit`
+    # and evicts the next entry, referenced as it is.
+    n = 3000
+    keys = [b"lf:v1:room_stats:%d" % i for i in range(n)]
+    for t in tables(n, sweep_limit):
+        for key in keys:
+            t.put(key, 10.0, key)
+        t.get_many(keys, 0.0, MISS)
+        assert t.put(b"new", 10.0, b"new") == 1
+        refs = [ref for k, _, _, ref in t.items() if k != b"new"]
+        assert len(refs) == n - 1
+        assert refs.count(False) == min(sweep_limit, n - 1)
+    assert native.PyTable(1).sweep_limit == native.SWEEP_LIMIT
+    if compiled is not None:
+        assert compiled.Table(1).sweep_limit == native.SWEEP_LIMIT
+
+
 def test_capacity_keeps_the_load_at_most_a_half() -> None:
     for max_rows, capacity in ((1, 8), (4, 8), (5, 16), (500_000, 1 << 20)):
         for t in tables(max_rows):
@@ -159,6 +189,8 @@ def test_bad_input_is_refused(make: Any) -> None:
     for bad in (0, -1, 2**40 + 1):
         with pytest.raises(ValueError, match="max_rows"):
             make(bad)
+    with pytest.raises(ValueError, match="sweep_limit"):
+        make(4, -1)
     t = make(4)
 
     class Key(bytes):
