@@ -29,7 +29,11 @@ class Tier(Protocol):
     name: str
 
     async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """Values for `keys`, aligned, None where absent. Raises TierError."""
+        """Values for `keys`, aligned, None where absent. Raises TierError.
+
+        Answers or raises (TierTimeout) within a bound of the tier's own: a read
+        runs in a fetch that other requests may join (coalesce.py), and nothing
+        above the tier cuts it short."""
         ...
 
     async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:

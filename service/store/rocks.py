@@ -49,7 +49,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from service.errors import DataDirBusy, TierUnavailable
+from service.errors import DataDirBusy, TierTimeout, TierUnavailable
 from service.stored import event_time_of
 
 # After a failed write (service/store/rocks.py RocksTier._reopen).
@@ -57,6 +57,10 @@ REOPEN_AFTER_S = 1.0
 REOPEN_FREE_BYTES = 1 << 20
 # Reads of at most this many keys run on the calling thread (see above).
 INLINE_READ_KEYS = 64
+# A read on the pool that has not answered in this long raises TierTimeout (its thread
+# goes on: RocksDB has no way to stop a read). Every tier bounds its own reads
+# (service/store/base.py); Redis's are bounded by its socket timeouts.
+POOL_READ_TIMEOUT_S = 2.0
 
 
 class _Gate:
@@ -121,10 +125,13 @@ class RocksTier:
         threads: int = 2,
         sync: bool = True,
         secondary: Path | None = None,
+        read_timeout_s: float = POOL_READ_TIMEOUT_S,
     ) -> None:
         """`secondary`: open read-only as a secondary instance keeping its own files
-        there (raises TierUnavailable while the primary has not created the database)."""
+        there (raises TierUnavailable while the primary has not created the database).
+        `read_timeout_s`: the bound of a read on the thread pool (POOL_READ_TIMEOUT_S)."""
         self.path = Path(path)
+        self.read_timeout_s = read_timeout_s
         self.secondary = secondary
         if secondary is None:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -167,7 +174,11 @@ class RocksTier:
         if now is not None:
             return now
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.get_many_sync, list(keys))
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await loop.run_in_executor(self._pool, self.get_many_sync, list(keys))
+        except TimeoutError:
+            raise TierTimeout(self.name, f"get: no answer in {self.read_timeout_s} s") from None
 
     def get_many_sync(self, keys: list[bytes]) -> list[bytes | None]:
         """Multi-get on the calling thread (for tools that own the data dir)."""

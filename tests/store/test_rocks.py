@@ -1,11 +1,12 @@
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from service.core.codec import header
-from service.errors import DataDirBusy
+from service.errors import DataDirBusy, TierTimeout
 from service.store.rocks import INLINE_READ_KEYS, RocksTier
 
 
@@ -104,6 +105,39 @@ def test_a_small_read_during_a_reopen_waits_on_the_pool_not_the_loop(tmp_path: P
             release.set()
             assert await read == [value(1)]
             thread.join(10)
+        finally:
+            await tier.close()
+
+    asyncio.run(go())
+
+
+def test_a_read_on_the_pool_is_bounded(tmp_path: Path) -> None:
+    """A read on the pool that does not answer in `read_timeout_s` raises TierTimeout,
+    so the fetch that waits for it ends (nothing above the tier bounds it: base.py)."""
+
+    async def go() -> None:
+        tier = RocksTier(tmp_path / "db", read_timeout_s=0.1)
+        try:
+            await tier.put_many([(b"k", value(1))])
+            held, release = threading.Event(), threading.Event()
+
+            def reopen() -> None:  # holds every read off, as a reopen that hangs would
+                with tier._gate.exclusive():
+                    held.set()
+                    release.wait(10)
+
+            thread = threading.Thread(target=reopen)
+            thread.start()
+            held.wait(10)
+            started = time.monotonic()
+            with pytest.raises(TierTimeout, match=r"rocksdb.*no answer in 0\.1 s"):
+                await tier.get_many([b"k"] * (INLINE_READ_KEYS + 1))
+            assert time.monotonic() - started < 5  # the bound, not the 10-s hold
+            release.set()
+            thread.join(10)
+            assert await tier.get_many([b"k"] * (INLINE_READ_KEYS + 1)) == [value(1)] * (
+                INLINE_READ_KEYS + 1
+            )
         finally:
             await tier.close()
 
