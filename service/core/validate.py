@@ -7,6 +7,8 @@ from typing import Any
 from service.core.codec import EVENT_TIME_MAX, INT64_MAX
 from service.errors import InvalidArgument, TooLarge
 
+_INT_ONLY = {int}
+
 
 def check_id(field: str, value: Any) -> int:
     """An entity id: an integer in 0..2**63-1."""
@@ -27,8 +29,8 @@ def check_ids(field: str, values: Any, max_count: int) -> list[int]:
         raise InvalidArgument(field, "must not be empty")
     if len(values) > max_count:
         raise TooLarge(field, f"{len(values)} ids, at most {max_count} per request")
-    # Fast path: one pass in C for the common, valid case.
-    if all(type(v) is int for v in values) and min(values) >= 0 and max(values) <= INT64_MAX:
+    # Fast path: passes in C for the common, valid case (bools are not ints here).
+    if set(map(type, values)) == _INT_ONLY and min(values) >= 0 and max(values) <= INT64_MAX:
         return values
     for i, v in enumerate(values):
         check_id(f"{field}[{i}]", v)

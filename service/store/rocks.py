@@ -95,7 +95,7 @@ class _Gate:
         """The end of a share (`shared`, or `try_enter` that returned True)."""
         with self._cond:
             self._readers -= 1
-            if not self._readers:
+            if not self._readers and self._exclusive:  # only a reopen waits for none
                 self._cond.notify_all()
 
     @contextlib.contextmanager
