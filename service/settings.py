@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     # Keys expected in the user x room views; 0 turns the presence filter off.
     presence_capacity: int = Field(default=2_000_000, ge=0)
     rocksdb_block_cache_mb: int = Field(default=256, ge=8)
-    # RocksDB's row cache: rows read from its files, kept apart from the block cache
-    # (a hit costs about a third of a block-cache read; docs/design.md); 0: none.
-    rocksdb_row_cache_mb: int = Field(default=64, ge=0)
     rocksdb_threads: int = Field(default=2, ge=1, le=64)
     max_ids: int = Field(default=2000, ge=1)
     max_push_rows: int = Field(default=10_000, ge=1)

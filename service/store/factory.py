@@ -63,7 +63,6 @@ def open_tiers(
             RocksTier(
                 Path(settings.data_dir) / "rocksdb",
                 block_cache_mb=settings.rocksdb_block_cache_mb,
-                row_cache_mb=settings.rocksdb_row_cache_mb,
                 threads=settings.rocksdb_threads,
                 sync=not for_load,  # a load syncs once at the end (RocksTier.flush)
             )

@@ -122,7 +122,6 @@ class RocksTier:
         path: str | Path,
         *,
         block_cache_mb: int = 256,
-        row_cache_mb: int = 64,
         threads: int = 2,
         sync: bool = True,
         secondary: Path | None = None,
@@ -130,22 +129,18 @@ class RocksTier:
     ) -> None:
         """`secondary`: open read-only as a secondary instance keeping its own files
         there (raises TierUnavailable while the primary has not created the database).
-        `read_timeout_s`: the bound of a read on the thread pool (POOL_READ_TIMEOUT_S).
-        `row_cache_mb`: RocksDB's row cache (module docstring); 0 for none."""
+        `read_timeout_s`: the bound of a read on the thread pool (POOL_READ_TIMEOUT_S)."""
         self.path = Path(path)
         self.read_timeout_s = read_timeout_s
         self.secondary = secondary
-        # The caches outlive a reopen (after a failed write; a secondary's after a flush):
-        # blocks are cached under keys of their files, so they stay valid.
-        self._caches = (
-            Cache(block_cache_mb << 20),
-            Cache(row_cache_mb << 20) if row_cache_mb else None,
-        )
+        # The block cache outlives a reopen (after a failed write; a secondary's after
+        # the primary flushed): blocks are cached under keys of their files.
+        self._cache = Cache(block_cache_mb << 20)
         if secondary is None:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._db = _open(self.path, *self._caches)
+            self._db = _open(self.path, self._cache)
         else:
-            self._db = _open_secondary(self.path, secondary, *self._caches)
+            self._db = _open_secondary(self.path, secondary, self._cache)
         # A secondary's view of the primary's files (catch_up reopens when they change).
         self._files = _file_names(self._db) if secondary is not None else frozenset()
         # Catch-ups asked for and done: one that starts after a request covers it.
@@ -258,7 +253,7 @@ class RocksTier:
             with contextlib.suppress(Exception):
                 self._db.close()
             try:
-                self._db = _open(self.path, *self._caches)
+                self._db = _open(self.path, self._cache)
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 raise TierUnavailable(self.name, f"reopen: {exc}") from exc
@@ -328,7 +323,7 @@ class RocksTier:
             return
         # Opened beside the old instance, which serves meanwhile (and stays, should the
         # open fail: the next catch-up tries again); swapped with no read in flight.
-        fresh = _open_secondary(self.path, self.secondary, *self._caches)
+        fresh = _open_secondary(self.path, self.secondary, self._cache)
         with self._gate.exclusive():
             old, self._db = self._db, fresh
             self._files = _file_names(fresh)
@@ -363,8 +358,8 @@ class RocksTier:
         self._db.close()
 
 
-def _open(path: Path, block_cache: Cache, row_cache: Cache | None) -> Rdict:
-    opts = _options(block_cache, row_cache)
+def _open(path: Path, block_cache: Cache) -> Rdict:
+    opts = _options(block_cache)
     opts.create_if_missing(True)
     try:
         return Rdict(str(path), opts)
@@ -377,9 +372,9 @@ def _open(path: Path, block_cache: Cache, row_cache: Cache | None) -> Rdict:
         raise
 
 
-def _open_secondary(path: Path, own: Path, block_cache: Cache, row_cache: Cache | None) -> Rdict:
+def _open_secondary(path: Path, own: Path, block_cache: Cache) -> Rdict:
     own.mkdir(parents=True, exist_ok=True)
-    opts = _options(block_cache, row_cache)
+    opts = _options(block_cache)
     opts.set_max_open_files(-1)  # a secondary must keep every SST file open
     try:
         return Rdict(str(path), opts, access_type=AccessType.secondary(str(own)))
@@ -392,7 +387,7 @@ def _file_names(db: Rdict) -> frozenset[str]:
     return frozenset(f["name"] for f in db.live_files())
 
 
-def _options(block_cache: Cache, row_cache: Cache | None) -> Options:
+def _options(block_cache: Cache) -> Options:
     table = BlockBasedOptions()
     table.set_bloom_filter(10, False)
     table.set_block_cache(block_cache)
@@ -403,8 +398,4 @@ def _options(block_cache: Cache, row_cache: Cache | None) -> Options:
     opts.set_compression_type(DBCompressionType.lz4())
     opts.increase_parallelism(2)
     opts.set_max_background_jobs(2)
-    if row_cache is not None:
-        # Rows read from the files, apart from their blocks: a hit skips the index and
-        # block search (a user row 4.3 -> 1.3 us on the standard demo data).
-        opts.set_row_cache(row_cache)
     return opts

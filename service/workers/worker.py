@@ -207,7 +207,6 @@ class WorkerRole:
     async def _open_rocks(self, settings: Settings) -> RocksTier:
         path = Path(settings.data_dir) / "rocksdb"
         options = {"block_cache_mb": settings.rocksdb_block_cache_mb,
-                   "row_cache_mb": settings.rocksdb_row_cache_mb,
                    "threads": settings.rocksdb_threads}  # fmt: skip
         if self.primary:
             return RocksTier(path, **options)  # type: ignore[arg-type]
