@@ -215,3 +215,27 @@ def test_a_secondary_caught_up_reads_the_newest_values(ops: list[tuple[str, int]
 
     with tempfile.TemporaryDirectory() as root:
         asyncio.run(go(Path(root)))
+
+
+def test_an_existing_database_opens_with_the_block_cache_asked_for(tmp_path: Path) -> None:
+    """The block cache size holds for a database that already exists (primary and
+    secondary), not only for a new one: rocksdict takes a column family's options from
+    the database's OPTIONS file unless given them again, and the file records no block
+    cache (RocksDB's default, 8 MB, served every open but the first until 2026-12-07)."""
+
+    def capacity(tier: RocksTier) -> int:
+        return tier._db.property_int_value("rocksdb.block-cache-capacity")  # type: ignore[no-any-return]
+
+    first = RocksTier(tmp_path / "db", block_cache_mb=32)
+    first.put_many_sync([(b"k", value(1))])
+    assert capacity(first) == 32 << 20
+    first.close_sync()
+    again = RocksTier(tmp_path / "db", block_cache_mb=48)
+    secondary = RocksTier(tmp_path / "db", block_cache_mb=24, secondary=tmp_path / "own")
+    try:
+        assert capacity(again) == 48 << 20
+        assert capacity(secondary) == 24 << 20
+        assert again.get_many_sync([b"k"]) == secondary.get_many_sync([b"k"]) == [value(1)]
+    finally:
+        secondary.close_sync()
+        again.close_sync()
