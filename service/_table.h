@@ -18,11 +18,12 @@
  * max_rows (load <= 0.5), deletion by backward shift (no tombstones). A slot's `hash`
  * is the key's hash with its top bit cleared; the top bit is the CLOCK reference bit,
  * set by a hit of get_many, cleared by the sweeping hand, which evicts the first entry
- * it finds unreferenced, or, once it has cleared `sweep_limit` bits in one put, the next
- * entry whatever its bit: a put's sweep is bounded (all of a 500,000-row table
- * referenced, an unbounded sweep took 4.2-4.9 ms). Keys are exact bytes (their hash is cached in the object and no
- * Python code runs in a comparison). Old keys and values are released only after the
- * table is consistent again, so a value's destructor may use the table.
+ * it finds unreferenced, or, once it has cleared `sweep_limit` bits in one put, the
+ * next entry whatever its bit: a put's sweep is bounded (all of a 500,000-row table
+ * referenced, an unbounded sweep took 4.2-4.9 ms). Keys are exact bytes (their hash is
+ * cached in the object and no Python code runs in a comparison). Old keys and values
+ * are released only after the table is consistent again, so a value's destructor may
+ * use the table.
  */
 
 #define TABLE_REF ((uint64_t)1 << 63)
@@ -498,8 +499,9 @@ static PySequenceMethods table_as_sequence = {
 static PyTypeObject TableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "service._native.Table",
-    .tp_doc = "Table(max_rows, sweep_limit=1024): L1's bounded map of bytes keys to (expires_at, value), "
-              "CLOCK eviction (service.native.PyTable is its specification).",
+    .tp_doc = "Table(max_rows, sweep_limit=1024): L1's bounded map of bytes keys to "
+              "(expires_at, value), CLOCK eviction (service.native.PyTable is its "
+              "specification).",
     .tp_basicsize = sizeof(Table),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = table_new,
