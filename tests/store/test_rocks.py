@@ -1,7 +1,9 @@
 import asyncio
+import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,27 @@ from service.store.rocks import INLINE_READ_KEYS, RocksTier
 
 def value(event_time_ms: int, payload: bytes = b"x") -> bytes:
     return header(1, event_time_ms) + payload
+
+
+@contextlib.contextmanager
+def gate_held(tier: RocksTier) -> Iterator[threading.Event]:
+    """The tier's gate held exclusive by another thread, as a reopen holds it, until the
+    event yielded is set or the block ends."""
+    held, release = threading.Event(), threading.Event()
+
+    def reopen() -> None:
+        with tier._gate.exclusive():
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=reopen)
+    thread.start()
+    held.wait(10)
+    try:
+        yield release
+    finally:
+        release.set()
+        thread.join(10)
 
 
 def test_newest_event_wins(tmp_path: Path) -> None:
@@ -89,25 +112,15 @@ def test_a_small_read_during_a_reopen_waits_on_the_pool_not_the_loop(tmp_path: P
         tier = RocksTier(tmp_path / "db")
         try:
             await tier.put_many([(b"k", value(1))])
-            held, release = threading.Event(), threading.Event()
-
-            def reopen() -> None:
-                with tier._gate.exclusive():
-                    held.set()
-                    release.wait(10)
-
-            thread = threading.Thread(target=reopen)
-            thread.start()
-            held.wait(10)
-            read = asyncio.create_task(tier.get_many([b"k"]))
-            ticks = 0
-            for _ in range(20):  # the loop keeps turning while the read waits
-                await asyncio.sleep(0.005)
-                ticks += 1
-            assert not read.done() and ticks == 20
-            release.set()
-            assert await read == [value(1)]
-            thread.join(10)
+            with gate_held(tier) as release:
+                read = asyncio.create_task(tier.get_many([b"k"]))
+                ticks = 0
+                for _ in range(20):  # the loop keeps turning while the read waits
+                    await asyncio.sleep(0.005)
+                    ticks += 1
+                assert not read.done() and ticks == 20
+                release.set()
+                assert await read == [value(1)]
         finally:
             await tier.close()
 
@@ -122,22 +135,11 @@ def test_a_read_on_the_pool_is_bounded(tmp_path: Path) -> None:
         tier = RocksTier(tmp_path / "db", read_timeout_s=0.1)
         try:
             await tier.put_many([(b"k", value(1))])
-            held, release = threading.Event(), threading.Event()
-
-            def reopen() -> None:  # holds every read off, as a reopen that hangs would
-                with tier._gate.exclusive():
-                    held.set()
-                    release.wait(10)
-
-            thread = threading.Thread(target=reopen)
-            thread.start()
-            held.wait(10)
-            started = time.monotonic()
-            with pytest.raises(TierTimeout, match=r"rocksdb.*no answer in 0\.1 s"):
-                await tier.get_many([b"k"] * (INLINE_READ_KEYS + 1))
-            assert time.monotonic() - started < 5  # the bound, not the 10-s hold
-            release.set()
-            thread.join(10)
+            with gate_held(tier):  # every read held off, as by a reopen that hangs
+                started = time.monotonic()
+                with pytest.raises(TierTimeout, match=r"rocksdb.*no answer in 0\.1 s"):
+                    await tier.get_many([b"k"] * (INLINE_READ_KEYS + 1))
+                assert time.monotonic() - started < 5  # the bound, not the 10-s hold
             assert await tier.get_many([b"k"] * (INLINE_READ_KEYS + 1)) == [value(1)] * (
                 INLINE_READ_KEYS + 1
             )
