@@ -17,8 +17,10 @@ A worker 0 that died between writing and announcing a write answered nobody,
 but a retry of that push would be ignored as not newer and acknowledged: so
 worker 0, when it starts, first tells every other worker to RESYNC (catch up,
 drop all of L1, rebuild the presence filter) and only then takes writes.
-Catching up costs (RocksTier.catch_up) about 1 ms, the CHANGED round trip as
-a whole is recorded in livefeat_worker_sync_duration_seconds.
+Catching up costs (RocksTier.catch_up) about 1 ms, 3 ms more when worker 0 has
+flushed or compacted since (the secondary is opened again: RocksDB's own catch-up
+would keep serving an older value, docs/reliability.md, defect 9); the CHANGED round
+trip as a whole is recorded in livefeat_worker_sync_duration_seconds.
 """
 
 from __future__ import annotations
