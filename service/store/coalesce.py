@@ -53,9 +53,10 @@ def _answer(flight: Flight, key: K) -> Any:
 
 async def _wait(tasks: set[asyncio.Task[Any]], deadline: float | None) -> None:
     """Until every task is done, or `deadline` (the loop's clock) has passed; the tasks
-    are never cancelled. asyncio.wait with the loop taken from the tasks: on CPython
-    3.11 each asyncio.get_running_loop() (asyncio.wait, current_task, timeout) is a
-    getpid() system call, 1-2 us on a virtual machine, and a read made several."""
+    are never cancelled. asyncio.wait with the loop taken from the tasks, and without
+    its set of futures: 5.4 us against 8.1 for one task that ends at once (a timeit
+    loop, 2026-12-07). On CPython 3.11 each asyncio.get_running_loop() (asyncio.wait,
+    current_task, timeout) is also a getpid() system call, about 0.25 us."""
     pending = [t for t in tasks if not t.done()]
     if not pending:
         return
