@@ -44,7 +44,7 @@ lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/mypy service
 
 test: lint deploy-check ## every check and the whole test suite (starts its own redis-servers, a headless chromium, Spark; the fault suite's short form)
-	scripts/system-deps.sh redis chromium java
+	scripts/system-deps.sh redis chromium java loadgen
 	$(BIN)/pytest --durations=25
 
 # The offline flow on Spark (docs/pipeline.md): raw events -> Spark features -> load -> serve.

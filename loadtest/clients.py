@@ -381,11 +381,26 @@ async def grpc_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
             await ch.close()
 
 
+async def native_http1_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
+    from loadtest import native
+
+    return native.run("native-http1", spec, requests)
+
+
+async def native_grpc_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
+    from loadtest import native
+
+    return native.run("native-grpc", spec, requests)
+
+
 CLIENTS: dict[str, Callable[[RunSpec, Sequence[bytes]], Any]] = {
     "http1": http1_run,
     "grpc": grpc_run,
+    "native-http1": native_http1_run,  # the compiled load generator (loadtest/native/)
+    "native-grpc": native_grpc_run,
 }
-"""Client protocols: the coroutine that runs one closed-loop run of pre-encoded requests."""
+"""Client protocols: the coroutine that runs one closed-loop run of pre-encoded requests.
+A ``native-`` kind reads the same request files as the kind it is named after."""
 
 
 def _client_process(spec: RunSpec, kind: str, out: Connection) -> None:

@@ -3,14 +3,17 @@ same requests, same client, in one run (the figure is their throughput ratio).
 
     python -m loadtest.workers [--data-dir data/livefeat] [--stores embedded redis]
         [--transports http grpc] [--concurrency 16] [--duration 10] [--repetitions 2]
+        [--client python|native]
 
 Per repetition, store and worker count (the order of 1 and 2 alternates per
 repetition), one server starts on the demo data (Redis mode: a clone of it and a
 redis-server of our own holding the rows the requests read), is measured once per
 transport by the benchmark's client process (loadtest/clients.py: bundles of 100
-candidates, closed loop at the given concurrency), then stopped by its pid. Reported
-per case: median throughput of each, the ratio, and the CPU of the load generator
-and of the server's processes (every worker; Redis apart). JSON on stdout and in --out.
+candidates, closed loop at the given concurrency; `--client native`: the compiled
+load generator of loadtest/native/, which takes less CPU from the servers), then
+stopped by its pid. Reported per case: median throughput of each, the ratio, and the
+CPU of the load generator, of the server's processes (every worker) and of Redis.
+JSON on stdout and in --out.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
         "--stores", nargs="+", choices=["embedded", "redis"], default=["embedded", "redis"]
     )
     p.add_argument("--transports", nargs="+", choices=list(TRANSPORTS), default=["http", "grpc"])
+    p.add_argument(
+        "--client", choices=["python", "native"], default="python",
+        help="the load generator: loadtest/clients.py's, or the compiled one (loadtest/native/)",
+    )  # fmt: skip
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0)
@@ -109,7 +116,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             redis.stop()
     return {"work_dir": str(work), "machine": prepare.machine_info(), "runs": runs,
             "summary": summarize(runs), "concurrency": args.concurrency,
-            "duration_s": args.duration, "candidates": CANDIDATES}  # fmt: skip
+            "duration_s": args.duration, "candidates": CANDIDATES,
+            "client": args.client}  # fmt: skip
 
 
 def run_server(
@@ -124,16 +132,19 @@ def run_server(
     out = []
     try:
         wait_all_workers(server, workers)
-        pids = tuple((f"server{i}", pid) for i, pid in enumerate(worker_pids(server)))
+        servers = tuple((f"server{i}", pid) for i, pid in enumerate(worker_pids(server)))
+        pids = servers + ((("redis", redis.pid),) if url and redis is not None else ())
         for transport in args.transports:
             spec = RunSpec(HOST, server.port_for(transport), str(files[transport]),
                            args.concurrency, args.warmup, args.duration, pids)  # fmt: skip
-            got = run_client(spec, TRANSPORTS[transport])
-            server_cpu = sum(got[f"{role}_cpu_pct"] for role, _ in pids)
+            kind = TRANSPORTS[transport]
+            got = run_client(spec, f"native-{kind}" if args.client == "native" else kind)
+            server_cpu = sum(got[f"{role}_cpu_pct"] for role, _ in servers)
             row = {"store": store, "transport": transport, "workers": workers,
                    "throughput_rps": got["throughput_rps"], "errors": got["errors"],
                    "p99_ms": got["latency_ms"]["p99"] if got["latency_ms"] else None,
-                   "client_cpu_pct": got["client_cpu_pct"], "server_cpu_pct": server_cpu}  # fmt: skip
+                   "client_cpu_pct": got["client_cpu_pct"], "server_cpu_pct": server_cpu,
+                   "redis_cpu_pct": got.get("redis_cpu_pct", 0.0)}  # fmt: skip
             print(json.dumps(row), flush=True)
             out.append(row)
     finally:
@@ -150,7 +161,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for workers in (1, 2):
                 mine = [r for r in runs if (r["store"], r["transport"], r["workers"])
                         == (store, transport, workers)]  # fmt: skip
-                for key in ("throughput_rps", "client_cpu_pct", "server_cpu_pct", "p99_ms"):
+                for key in ("throughput_rps", "client_cpu_pct", "server_cpu_pct", "redis_cpu_pct",
+                            "p99_ms"):  # fmt: skip
                     row[f"{key}_{workers}w"] = round(stats.median(r[key] for r in mine), 2)
             row["ratio"] = stats.ratio(row["throughput_rps_2w"], row["throughput_rps_1w"])
             out.append(row)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the system programs livefeat's make targets need are present.
-# Usage: scripts/system-deps.sh [python] [redis] [java] [prometheus] [kubectl] [chromium]   (default: python)
+# Usage: scripts/system-deps.sh [python] [redis] [java] [prometheus] [kubectl] [chromium] [loadgen]   (default: python)
 # Missing Debian packages are installed with apt-get when running as root;
 # otherwise the script names what is missing and exits non-zero.
 set -euo pipefail
@@ -39,6 +39,12 @@ for what in "${want[@]}"; do
       # Spark (make pipeline, tests/pipeline/): a Java 17 runtime.
       java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
       [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need_pkg openjdk-17-jre-headless
+      ;;
+    loadgen)
+      # The compiled load generator of the benchmarks (loadtest/native/loadgen.cc).
+      command -v g++ >/dev/null || need_pkg g++
+      command -v pkg-config >/dev/null || need_pkg pkg-config
+      pkg-config --exists grpc++ 2>/dev/null || need_pkg libgrpc++-dev
       ;;
     kubectl)
       command -v kubectl >/dev/null || unavailable+=("kubectl (renders deploy/ with 'kubectl kustomize'): Debian 12 has no package for it; install it from the Kubernetes project's own apt repository or its release binary, then run this again")

@@ -1,0 +1,516 @@
+// A compiled closed-loop load generator: the same runs as loadtest/clients.py's
+// Python clients (pre-encoded requests, one in flight per slot, a warm-up, a measured
+// window, CPU read at the window's edges), for less client CPU per request. On this
+// project's 2-core machine the load generator shares the cores with the servers it
+// measures (docs/benchmarks.md), so what it spends is taken from them.
+//
+// Protocols:
+//   http1  one keep-alive HTTP/1.1 connection per slot, all driven by one epoll loop;
+//          the request bytes are sent as given, the status line and Content-Length read.
+//   grpc   unary calls of one method through grpc++'s generic stub (bytes in, bytes out,
+//          no protobuf work), one channel per slot or one shared; one completion queue.
+//
+// Usage (loadtest/native/__init__.py builds and runs it):
+//   loadgen PROTOCOL HOST PORT REQUESTS_FILE CONCURRENCY WARMUP_S DURATION_S DRAIN_S
+//           CHANNELS DEADLINE_S SAMPLES_FILE [ROLE:PID ...]
+// REQUESTS_FILE holds the requests as (u32 little-endian length, bytes) records. The
+// samples of the measured window go to SAMPLES_FILE as int64 triples (latency_ns,
+// done_ns, ok); everything else is printed on stdout as one JSON object.
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+namespace {
+
+enum Phase { WARMUP, MEASURE, STOP };
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+double own_cpu_s() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);  // every thread of this process, grpc's own included
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double proc_cpu_s(int pid) {  // utime + stime of a process, as loadtest/clients.py reads them
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE* f = fopen(path, "r");
+  if (!f) return -1;
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char* p = strrchr(buf, ')');
+  if (!p) return -1;
+  p += 2;
+  unsigned long long utime = 0, stime = 0;
+  for (int field = 3; field <= 15 && *p; ++field) {  // proc(5): fields 14 and 15
+    if (field == 14) utime = strtoull(p, nullptr, 10);
+    if (field == 15) stime = strtoull(p, nullptr, 10);
+    p = strchr(p, ' ');
+    if (!p) break;
+    ++p;
+  }
+  return double(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
+struct Options {
+  std::string protocol, host, requests_file, channels, samples_file;
+  int port = 0, concurrency = 1;
+  double warmup_s = 0, duration_s = 0, drain_s = 0, deadline_s = 0;
+  std::vector<std::pair<std::string, int>> pids;
+};
+
+// The state of one run: phase, request cursor, samples, window marks (clients.py's Recorder).
+struct Recorder {
+  const Options& opt;
+  std::vector<std::string> requests;
+  size_t next = 0;
+  Phase phase = WARMUP;
+  int64_t start_ns = 0, t0_ns = 0, t1_ns = 0;
+  std::vector<int64_t> samples;  // latency_ns, done_ns, ok
+  std::map<std::string, long> statuses, protocol_errors;
+  std::map<std::string, double> marks;
+  long warmup_completed = 0, body_bytes = 0, timeouts = 0;
+
+  explicit Recorder(const Options& o) : opt(o) {}
+
+  const std::string& next_request() {
+    const std::string& r = requests[next];
+    next = next + 1 < requests.size() ? next + 1 : 0;
+    return r;
+  }
+
+  void mark(const std::string& name) {
+    marks[name + "_client_cpu_s"] = own_cpu_s();
+    for (auto& [role, pid] : opt.pids) marks[name + "_" + role + "_cpu_s"] = proc_cpu_s(pid);
+  }
+
+  // Opens or closes the window when its time has come; returns ns to the next edge (or -1).
+  int64_t tick(int64_t now) {
+    if (phase == WARMUP && now >= t0_ns) {
+      t0_ns = now;
+      mark("t0");
+      phase = MEASURE;
+      t1_ns = t0_ns + int64_t(opt.duration_s * 1e9);
+    }
+    if (phase == MEASURE && now >= t1_ns) {
+      t1_ns = now;
+      mark("t1");
+      phase = STOP;
+    }
+    if (phase == WARMUP) return t0_ns - now;
+    if (phase == MEASURE) return t1_ns - now;
+    return -1;
+  }
+
+  void record(int64_t latency, const std::string& status, bool ok, long bytes) {
+    if (phase == MEASURE) {
+      samples.push_back(latency);
+      samples.push_back(now_ns());
+      samples.push_back(ok);
+      statuses[status] += 1;
+      body_bytes += bytes;
+    } else if (phase == WARMUP) {
+      ++warmup_completed;
+    }
+  }
+
+  void protocol_error(const std::string& reason) {
+    if (phase == MEASURE) protocol_errors[reason] += 1;
+  }
+
+  void start() {
+    start_ns = now_ns();
+    t0_ns = start_ns + int64_t(opt.warmup_s * 1e9);
+  }
+
+  int64_t drain_deadline() const { return t1_ns + int64_t(opt.drain_s * 1e9); }
+};
+
+std::string json_str(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out + "\"";
+}
+
+void report(const Recorder& rec) {
+  FILE* f = fopen(rec.opt.samples_file.c_str(), "wb");
+  if (!f) throw std::runtime_error("cannot write " + rec.opt.samples_file);
+  fwrite(rec.samples.data(), sizeof(int64_t), rec.samples.size(), f);
+  fclose(f);
+  std::string out = "{\"t0_ns\": " + std::to_string(rec.t0_ns) + ", \"t1_ns\": " + std::to_string(rec.t1_ns);
+  for (auto& [k, v] : rec.marks) {
+    char num[64];
+    snprintf(num, sizeof num, "%.6f", v);
+    out += ", " + json_str(k) + ": " + num;
+  }
+  auto counts = [&](const char* name, const std::map<std::string, long>& m) {
+    out += std::string(", \"") + name + "\": {";
+    bool first = true;
+    for (auto& [k, v] : m) {
+      out += (first ? "" : ", ") + json_str(k) + ": " + std::to_string(v);
+      first = false;
+    }
+    out += "}";
+  };
+  counts("statuses", rec.statuses);
+  counts("protocol_errors", rec.protocol_errors);
+  out += ", \"warmup_completed\": " + std::to_string(rec.warmup_completed);
+  out += ", \"body_bytes\": " + std::to_string(rec.body_bytes);
+  out += ", \"timeouts\": " + std::to_string(rec.timeouts) + "}";
+  puts(out.c_str());
+}
+
+// ------------------------------------------------------------------------- HTTP/1.1
+
+struct Conn {
+  int fd = -1;
+  bool busy = false;
+  int64_t sent_ns = 0;
+  std::string head;
+  long remaining = -1;  // body bytes still to come; -1 while reading the head
+  int status = 0;
+  long length = 0;
+};
+
+int connect_to(const Options& opt) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port = std::to_string(opt.port);
+  if (getaddrinfo(opt.host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
+    throw std::runtime_error("cannot resolve " + opt.host);
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    freeaddrinfo(res);
+    throw std::runtime_error(std::string("cannot connect: ") + strerror(errno));
+  }
+  freeaddrinfo(res);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+class Http1Run {
+ public:
+  explicit Http1Run(Recorder& rec) : rec_(rec), conns_(rec.opt.concurrency) {
+    ep_ = epoll_create1(0);
+    for (auto& c : conns_) open(c);
+  }
+
+  void run() {
+    rec_.start();
+    for (auto& c : conns_) send(c);
+    epoll_event events[64];
+    char buf[65536];
+    for (;;) {
+      int64_t now = now_ns();
+      int64_t to_edge = rec_.tick(now);
+      if (rec_.phase == STOP) {
+        if (busy_ == 0) break;
+        if (now >= rec_.drain_deadline()) {
+          rec_.timeouts = busy_;
+          break;
+        }
+        to_edge = rec_.drain_deadline() - now;
+      }
+      int wait_ms = int(to_edge / 1000000) + 1;
+      int n = epoll_wait(ep_, events, 64, wait_ms);
+      for (int i = 0; i < n; ++i) {
+        Conn& c = conns_[events[i].data.u32];
+        if (c.fd < 0) continue;
+        // The body is only counted: once its length is known, the kernel discards it
+        // (MSG_TRUNC on TCP, tcp(7)) instead of copying it out.
+        ssize_t got = c.remaining > 0 ? recv(c.fd, nullptr, size_t(c.remaining), MSG_TRUNC | MSG_DONTWAIT)
+                                      : read(c.fd, buf, sizeof buf);
+        if (got > 0) {
+          received(c, buf, got);
+        } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+          failed(c, "connection lost");
+        }
+      }
+    }
+    for (auto& c : conns_)
+      if (c.fd >= 0) close(c.fd);
+  }
+
+ private:
+  Recorder& rec_;
+  std::vector<Conn> conns_;
+  int ep_ = -1;
+  long busy_ = 0;
+  long reconnects_ = 0;
+
+  void open(Conn& c) {
+    c.fd = connect_to(rec_.opt);
+    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = uint32_t(&c - conns_.data());
+    epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+  }
+
+  void send(Conn& c) {
+    const std::string& r = rec_.next_request();
+    c.head.clear();
+    c.remaining = -1;
+    if (!c.busy) ++busy_;
+    c.busy = true;
+    c.sent_ns = now_ns();
+    size_t off = 0;
+    while (off < r.size()) {  // requests are a few kB: the socket buffer takes them at once
+      ssize_t w = write(c.fd, r.data() + off, r.size() - off);
+      if (w > 0) {
+        off += size_t(w);
+      } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+        failed(c, "connection lost");
+        return;
+      }
+    }
+  }
+
+  void idle(Conn& c) {
+    if (c.busy) --busy_;
+    c.busy = false;
+  }
+
+  void received(Conn& c, const char* data, ssize_t n) {
+    if (c.remaining >= 0) {
+      c.remaining -= n;
+    } else {
+      c.head.append(data, size_t(n));
+      size_t end = c.head.find("\r\n\r\n");
+      if (end == std::string::npos) return;
+      std::string lower = c.head.substr(0, end);
+      for (auto& ch : lower) ch = char(tolower(static_cast<unsigned char>(ch)));
+      size_t at = lower.find("\r\ncontent-length:");
+      if (c.head.size() < 12 || at == std::string::npos) {
+        failed(c, "response without status or Content-Length");
+        return;
+      }
+      c.status = atoi(c.head.c_str() + 9);
+      c.length = atol(lower.c_str() + at + 17);
+      c.remaining = c.length - long(c.head.size() - end - 4);
+    }
+    if (c.remaining == 0) {
+      int64_t latency = now_ns() - c.sent_ns;
+      c.remaining = -1;
+      rec_.record(latency, std::to_string(c.status), c.status == 200, c.length);
+      if (rec_.phase == STOP) {
+        idle(c);
+      } else {
+        send(c);
+      }
+    } else if (c.remaining < 0) {
+      failed(c, "more bytes than Content-Length");
+    }
+  }
+
+  void failed(Conn& c, const char* reason) {
+    rec_.protocol_error(reason);
+    idle(c);
+    epoll_ctl(ep_, EPOLL_CTL_DEL, c.fd, nullptr);
+    close(c.fd);
+    c.fd = -1;
+    if (rec_.phase == STOP) return;
+    if (++reconnects_ > 1000) throw std::runtime_error(std::string("too many connection errors (") + reason + ")");
+    open(c);
+    send(c);
+  }
+};
+
+// ------------------------------------------------------------------------- gRPC
+
+const char* code_name(grpc::StatusCode code) {
+  static const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  int i = int(code);
+  return i >= 0 && i < 17 ? names[i] : "UNKNOWN";
+}
+
+struct Call {
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
+  int64_t sent_ns = 0;
+  size_t slot = 0;
+};
+
+class GrpcRun {
+ public:
+  explicit GrpcRun(Recorder& rec) : rec_(rec) {
+    const Options& opt = rec.opt;
+    size_t n = opt.channels == "per-slot" ? size_t(opt.concurrency) : 1;
+    std::string target = opt.host + ":" + std::to_string(opt.port);
+    for (size_t i = 0; i < n; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.use_local_subchannel_pool", 1);  // else equal channels share a connection
+      args.SetMaxReceiveMessageSize(-1);
+      auto ch = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+      if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)))
+        throw std::runtime_error("cannot connect to " + target);
+      stubs_.push_back(std::make_unique<grpc::GenericStub>(ch));
+      channels_.push_back(ch);
+    }
+    for (const auto& r : rec.requests) {
+      grpc::Slice slice(r.data(), r.size());
+      buffers_.emplace_back(&slice, 1);
+    }
+  }
+
+  void run() {
+    rec_.start();
+    for (size_t slot = 0; slot < size_t(rec_.opt.concurrency); ++slot) send(slot);
+    for (;;) {
+      int64_t now = now_ns();
+      int64_t to_edge = rec_.tick(now);
+      if (rec_.phase == STOP) {
+        if (in_flight_ == 0) break;
+        if (now >= rec_.drain_deadline()) {
+          rec_.timeouts = in_flight_;
+          break;
+        }
+        to_edge = rec_.drain_deadline() - now;
+      }
+      void* tag;
+      bool ok;
+      auto deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(to_edge, GPR_TIMESPAN));
+      auto got = cq_.AsyncNext(&tag, &ok, deadline);
+      if (got == grpc::CompletionQueue::SHUTDOWN) break;
+      if (got != grpc::CompletionQueue::GOT_EVENT) continue;
+      std::unique_ptr<Call> call(static_cast<Call*>(tag));
+      --in_flight_;
+      int64_t latency = now_ns() - call->sent_ns;
+      bool good = call->status.ok();
+      rec_.record(latency, code_name(call->status.error_code()), good, good ? long(call->response.Length()) : 0);
+      if (rec_.phase != STOP) send(call->slot);
+    }
+    // Calls still in flight after the drain are cancelled and their tags drained.
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) delete static_cast<Call*>(tag);
+  }
+
+ private:
+  Recorder& rec_;
+  grpc::CompletionQueue cq_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
+  std::vector<grpc::ByteBuffer> buffers_;
+  size_t cursor_ = 0;
+  long in_flight_ = 0;
+
+  void send(size_t slot) {
+    auto* call = new Call;
+    call->slot = slot;
+    if (rec_.opt.deadline_s > 0)
+      call->ctx.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::microseconds(int64_t(rec_.opt.deadline_s * 1e6)));
+    const grpc::ByteBuffer& request = buffers_[cursor_];
+    cursor_ = cursor_ + 1 < buffers_.size() ? cursor_ + 1 : 0;
+    call->sent_ns = now_ns();
+    call->reader = stubs_[slot % stubs_.size()]->PrepareUnaryCall(&call->ctx, "/livefeat.v1.FeatureService/GetBundle",
+                                                                 request, &cq_);
+    call->reader->StartCall();
+    call->reader->Finish(&call->response, &call->status, call);
+    ++in_flight_;
+  }
+};
+
+std::vector<std::string> read_requests(const std::string& path) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::vector<std::string> out;
+  uint32_t len;
+  while (fread(&len, 4, 1, f) == 1) {
+    std::string r(len, '\0');
+    if (fread(r.data(), 1, len, f) != len) throw std::runtime_error("truncated requests file " + path);
+    out.push_back(std::move(r));
+  }
+  fclose(f);
+  if (out.empty()) throw std::runtime_error("no requests in " + path);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 12) {
+    fprintf(stderr,
+            "usage: %s PROTOCOL HOST PORT REQUESTS_FILE CONCURRENCY WARMUP_S DURATION_S DRAIN_S "
+            "CHANNELS DEADLINE_S SAMPLES_FILE [ROLE:PID ...]\n",
+            argv[0]);
+    return 2;
+  }
+  try {
+    Options opt;
+    opt.protocol = argv[1];
+    opt.host = argv[2];
+    opt.port = atoi(argv[3]);
+    opt.requests_file = argv[4];
+    opt.concurrency = atoi(argv[5]);
+    opt.warmup_s = atof(argv[6]);
+    opt.duration_s = atof(argv[7]);
+    opt.drain_s = atof(argv[8]);
+    opt.channels = argv[9];
+    opt.deadline_s = atof(argv[10]);
+    opt.samples_file = argv[11];
+    for (int i = 12; i < argc; ++i) {
+      std::string a = argv[i];
+      size_t colon = a.find(':');
+      if (colon == std::string::npos) throw std::runtime_error("expected ROLE:PID, got " + a);
+      opt.pids.emplace_back(a.substr(0, colon), atoi(a.c_str() + colon + 1));
+    }
+    if (opt.concurrency < 1) throw std::runtime_error("concurrency must be at least 1");
+    Recorder rec(opt);
+    rec.requests = read_requests(opt.requests_file);
+    if (opt.protocol == "http1") {
+      Http1Run(rec).run();
+    } else if (opt.protocol == "grpc") {
+      GrpcRun(rec).run();
+    } else {
+      throw std::runtime_error("unknown protocol " + opt.protocol);
+    }
+    if (rec.phase != STOP) throw std::runtime_error("the run ended before its measured window closed");
+    report(rec);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "loadgen: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
