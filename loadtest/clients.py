@@ -381,23 +381,22 @@ async def grpc_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
             await ch.close()
 
 
-async def native_http1_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
-    from loadtest import native
+def _native(kind: str) -> Callable[[RunSpec, Sequence[bytes]], Any]:
+    """The run of the compiled load generator (loadtest/native/) for client `kind`."""
 
-    return native.run("native-http1", spec, requests)
+    async def run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
+        from loadtest import native
 
+        return native.run(kind, spec, requests)
 
-async def native_grpc_run(spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
-    from loadtest import native
-
-    return native.run("native-grpc", spec, requests)
+    return run
 
 
 CLIENTS: dict[str, Callable[[RunSpec, Sequence[bytes]], Any]] = {
     "http1": http1_run,
     "grpc": grpc_run,
-    "native-http1": native_http1_run,  # the compiled load generator (loadtest/native/)
-    "native-grpc": native_grpc_run,
+    "native-http1": _native("native-http1"),
+    "native-grpc": _native("native-grpc"),
 }
 """Client protocols: the coroutine that runs one closed-loop run of pre-encoded requests.
 A ``native-`` kind reads the same request files as the kind it is named after."""
