@@ -153,6 +153,21 @@ struct Recorder {
   }
 
   int64_t drain_deadline() const { return t1_ns + int64_t(opt.drain_s * 1e9); }
+
+  // How long to wait for completions: until the next window edge, or after the window
+  // until the drain's end; -1 when the run is over (nothing left in flight after the
+  // window, or the drain ran out: what is still in flight counts as timeouts).
+  int64_t wait_ns(long in_flight) {
+    int64_t now = now_ns();
+    int64_t to_edge = tick(now);
+    if (phase != STOP) return to_edge;
+    if (in_flight == 0) return -1;
+    if (now >= drain_deadline()) {
+      timeouts = in_flight;
+      return -1;
+    }
+    return drain_deadline() - now;
+  }
 };
 
 std::string json_str(const std::string& s) {
@@ -235,17 +250,9 @@ class Http1Run {
     epoll_event events[64];
     char buf[65536];
     for (;;) {
-      int64_t now = now_ns();
-      int64_t to_edge = rec_.tick(now);
-      if (rec_.phase == STOP) {
-        if (busy_ == 0) break;
-        if (now >= rec_.drain_deadline()) {
-          rec_.timeouts = busy_;
-          break;
-        }
-        to_edge = rec_.drain_deadline() - now;
-      }
-      int wait_ms = int(to_edge / 1000000) + 1;
+      int64_t wait = rec_.wait_ns(busy_);
+      if (wait < 0) break;
+      int wait_ms = int(wait / 1000000) + 1;
       int n = epoll_wait(ep_, events, 64, wait_ms);
       for (int i = 0; i < n; ++i) {
         Conn& c = conns_[events[i].data.u32];
@@ -396,19 +403,11 @@ class GrpcRun {
     rec_.start();
     for (size_t slot = 0; slot < size_t(rec_.opt.concurrency); ++slot) send(slot);
     for (;;) {
-      int64_t now = now_ns();
-      int64_t to_edge = rec_.tick(now);
-      if (rec_.phase == STOP) {
-        if (in_flight_ == 0) break;
-        if (now >= rec_.drain_deadline()) {
-          rec_.timeouts = in_flight_;
-          break;
-        }
-        to_edge = rec_.drain_deadline() - now;
-      }
+      int64_t wait = rec_.wait_ns(in_flight_);
+      if (wait < 0) break;
       void* tag;
       bool ok;
-      auto deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(to_edge, GPR_TIMESPAN));
+      auto deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(wait, GPR_TIMESPAN));
       auto got = cq_.AsyncNext(&tag, &ok, deadline);
       if (got == grpc::CompletionQueue::SHUTDOWN) break;
       if (got != grpc::CompletionQueue::GOT_EVENT) continue;
