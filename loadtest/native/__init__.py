@@ -21,7 +21,10 @@ from array import array
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadtest.clients import RunSpec
 
 SOURCE = Path(__file__).with_name("loadgen.cc")
 BINARY = Path(__file__).resolve().parents[2] / "build" / "loadgen"
@@ -61,10 +64,12 @@ def write_requests(requests: Sequence[bytes], path: Path) -> None:
             f.write(r)
 
 
-def run(kind: str, spec: Any, requests: Sequence[bytes]) -> dict[str, Any]:
+def run(kind: str, spec: RunSpec, requests: Sequence[bytes]) -> dict[str, Any]:
     """One run of the binary; the result dict of `clients.Recorder.result`."""
     from loadtest.clients import Recorder
 
+    if spec.refused_pause_s:
+        raise ValueError("refused_pause_s: the native load generator does not pause after refusals")
     binary = build()
     with tempfile.TemporaryDirectory(prefix="livefeat-loadgen-") as tmp:
         req_file, samples_file = Path(tmp) / "requests.bin", Path(tmp) / "samples.bin"
@@ -84,7 +89,7 @@ def run(kind: str, spec: Any, requests: Sequence[bytes]) -> dict[str, Any]:
     rec.latencies = samples[0::3]
     rec.done_ns = samples[1::3]
     rec.ok_latencies = array(
-        "q", (lat for lat, ok in zip(samples[0::3], samples[2::3], strict=True) if ok)
+        "q", (lat for lat, ok in zip(rec.latencies, samples[2::3], strict=True) if ok)
     )
     rec.statuses = Counter(got["statuses"])
     rec.protocol_errors = Counter(got["protocol_errors"])
