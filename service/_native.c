@@ -13,6 +13,7 @@
  *                                        eviction and batched, prefetched look-ups
  *                                        (_table.h)
  *   misses(values, miss)                 the indexes L1 did not answer (store/readthrough.py)
+ *   unrendered(rows)                     the rows decoded without their JSON (the same)
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
  *   join_json(parts)                     an HTTP answer: bytes and views' entities
@@ -21,7 +22,7 @@
  *                                        a gRPC ViewBlock message (grpc/wire.py)
  *   unwritten(written, items)            the fills the local tier has not been given
  *                                        yet (store/writebehind.py)
- *   layout(spec), decode_rows(layout, values)
+ *   layout(spec), decode_rows(layout, values, json=True)
  *                                        ViewCodec.decode_row per value (core/codec.py),
  *                                        with shortest floats as orjson writes them
  *                                        (_shortest.h); json_numbers, for its tests
@@ -211,6 +212,33 @@ misses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         if (PyList_GET_ITEM(values, i) != miss)
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) {
+            Py_XDECREF(index);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(index);
+    }
+    return out;
+}
+
+/* unrendered(rows: list) -> list[int]: the indexes of the rows (tuples) whose JSON slot,
+ * item 1, is not bytes: rows ViewCodec.bare decoded, which a reader that serves JSON
+ * renders first (ReadThrough.read). Other items (None, UNAVAILABLE) are not rows. */
+static PyObject *
+unrendered(PyObject *self, PyObject *rows)
+{
+    if (!need(rows, PyList_Check(rows), "a list"))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) < 2
+            || PyBytes_CheckExact(PyTuple_GET_ITEM(row, 1)))
             continue;
         PyObject *index = PyLong_FromSsize_t(i);
         if (index == NULL || PyList_Append(out, index) < 0) {
@@ -649,9 +677,10 @@ fail:
 }
 
 /* ---------------------------------------------------------------------------------
- * decode_rows(layout, values) -> list[row | None]
+ * decode_rows(layout, values, json=True) -> list[row | None]
  *
- * ViewCodec.decode_row of each stored value (service/core/codec.py: the layout, the
+ * ViewCodec.decode_row of each stored value (with json false, ViewCodec.bare's row: the
+ * JSON slot holds the 1-tuple (value,) instead of the rendered fragment) (service/core/codec.py: the layout, the
  * Row tuple, and the Python definition this must match byte for byte), or None where
  * this does not decode it and the codec's Python does: a value that is not bytes, is
  * too short, has another layout version, holds text that is not UTF-8, is cut short,
@@ -963,7 +992,7 @@ write_scalar(char *w, char code, const unsigned char *p)
 
 /* One row, or Py_None (new reference) where the codec's Python must decode it. */
 static PyObject *
-decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch_size,
+decode_one(const Layout *l, PyObject *value, int with_json, char **scratch, Py_ssize_t *scratch_size,
            Py_ssize_t *text_at, Py_ssize_t *text_len, Py_ssize_t *part_at, Py_ssize_t *part_len)
 {
     if (!PyBytes_Check(value))
@@ -1013,7 +1042,7 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
             Py_RETURN_NONE;
         json_size += size - pos;
     }
-    if (json_size > *scratch_size) {
+    if (with_json && json_size > *scratch_size) {
         char *bigger = PyMem_Realloc(*scratch, (size_t)json_size);
         if (bigger == NULL)
             return PyErr_NoMemory();
@@ -1029,7 +1058,7 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
         goto fail;
     char *w = *scratch;
     float *numbers = (float *)PyBytes_AS_STRING(numeric); /* aligned: a bytes object's data */
-    for (Py_ssize_t k = 0; k < l->n_order; k++) {
+    for (Py_ssize_t k = 0; with_json && k < l->n_order; k++) {
         if (k)
             *w++ = ',';
         PyObject *name = l->names[k];
@@ -1051,7 +1080,9 @@ decode_one(const Layout *l, PyObject *value, char **scratch, Py_ssize_t *scratch
         float f = numeric_of(l->codes[k], buf + l->scalar_at[k]);
         memcpy(&numbers[k], &f, sizeof f);
     }
-    json = PyBytes_FromStringAndSize(*scratch, w - *scratch);
+    /* Without the JSON (a front end that does not serve it: ViewCodec.bare), its slot
+     * holds the stored value, from which ViewCodec.render renders it if asked. */
+    json = with_json ? PyBytes_FromStringAndSize(*scratch, w - *scratch) : PyTuple_Pack(1, value);
     if (json == NULL)
         goto fail;
     for (Py_ssize_t k = 0; k < l->n_vectors; k++) {
@@ -1127,7 +1158,10 @@ layout(PyObject *self, PyObject *spec)
 static PyObject *
 decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args("decode_rows", nargs, 2) < 0)
+    if (nargs != 2 && check_args("decode_rows", nargs, 3) < 0)
+        return NULL;
+    int with_json = nargs == 2 ? 1 : PyObject_IsTrue(args[2]);
+    if (with_json < 0)
         return NULL;
     PyObject *values = args[1];
     if (!need(args[0], PyCapsule_IsValid(args[0], LAYOUT_NAME), "a layout (from layout())")
@@ -1146,7 +1180,7 @@ decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyList_GET_SIZE(values);
     PyObject *out = PyList_New(n);
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-        PyObject *row = decode_one(l, PyList_GET_ITEM(values, i), &scratch, &scratch_size,
+        PyObject *row = decode_one(l, PyList_GET_ITEM(values, i), with_json, &scratch, &scratch_size,
                                    text, text + l->n_strings, parts, parts + l->n_order + 1);
         if (row == NULL)
             Py_CLEAR(out);
@@ -1346,6 +1380,8 @@ static PyMethodDef methods[] = {
      "maybe_stored(bits, nbits, keys): indexes of the keys the Bloom filter may hold."},
     {"misses", (PyCFunction)(void (*)(void))misses, METH_FASTCALL,
      "misses(values, miss): the indexes of the items that are miss."},
+    {"unrendered", (PyCFunction)unrendered, METH_O,
+     "unrendered(rows): the indexes of the rows whose JSON slot is not bytes."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,
      "resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)."},
     {"join_json", (PyCFunction)join_json, METH_O,
@@ -1355,7 +1391,8 @@ static PyMethodDef methods[] = {
     {"layout", (PyCFunction)layout, METH_O,
      "layout(spec): a view's layout parsed once, for decode_rows."},
     {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
-     "decode_rows(layout, values): ViewCodec.decode_row per value, or None to leave to it."},
+     "decode_rows(layout, values, json=True): ViewCodec.decode_row per value (json false: "
+     "ViewCodec.bare's), or None to leave to it."},
     {"unwritten", (PyCFunction)(void (*)(void))unwritten, METH_FASTCALL,
      "unwritten(memo, items): the items whose value's header the memo does not hold."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,

@@ -225,6 +225,15 @@ def py_misses(values: list[Any], miss: Any) -> list[int]:
     return [i for i, v in enumerate(values) if v is miss]
 
 
+def py_unrendered(rows: list[Any]) -> list[int]:
+    """The indexes, in order, of the rows (tuples) whose JSON slot, item 1, is not bytes:
+    rows `ViewCodec.bare` decoded, which a reader that serves JSON renders first
+    (store/readthrough.py). Other items (None, UNAVAILABLE) are not rows."""
+    return [
+        i for i, r in enumerate(rows) if type(r) is tuple and len(r) > 1 and type(r[1]) is not bytes
+    ]
+
+
 def py_resolve(
     got: list[Any],
     now_ms: int,
@@ -415,6 +424,9 @@ maybe_stored: Callable[[np.ndarray, int, list[bytes]], list[int]] = (
 )
 Table: Callable[..., PyTable] = _native.Table if _native is not None else PyTable
 misses: Callable[[list[Any], Any], list[int]] = _native.misses if _native is not None else py_misses
+unrendered: Callable[[list[Any]], list[int]] = (
+    _native.unrendered if _native is not None else py_unrendered
+)
 resolve: Callable[..., tuple[list[Any], list[Any], list[int], tuple[int, int, int, int]]] = (
     _native.resolve if _native is not None else py_resolve
 )
@@ -429,13 +441,12 @@ remember: Callable[[bytearray, list[tuple[bytes, bytes]]], int] = (
     _native.remember if _native is not None else py_remember
 )
 # ViewCodec.decode_row for many values of one view, compiled (None where not built: the
-# codec decodes in Python), with the view's layout parsed once by `layout`. Its Python
+# codec decodes in Python), with the view's layout parsed once by `layout`; with a third
+# argument false, the rows of ViewCodec.bare (the JSON slot holds (value,)). Its Python
 # definition is the codec's own decode_row, which also takes every value this leaves
 # (None): service/core/codec.py, `_compiled_spec`.
 layout: Callable[[tuple[Any, ...]], Any] | None = _native.layout if _native is not None else None
-decode_rows: Callable[[Any, list[bytes]], list[Any]] | None = (
-    _native.decode_rows if _native is not None else None
-)
+decode_rows: Callable[..., list[Any]] | None = _native.decode_rows if _native is not None else None
 # For tests and scripts/check_floats.py: numbers rendered as orjson renders numpy arrays.
 json_numbers: Callable[[bytes, int], bytes] | None = (
     _native.json_numbers if _native is not None else None

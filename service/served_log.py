@@ -101,6 +101,11 @@ class ServedLog:
         sinks = ",".join(s.name for s in self.sinks) or "off"
         return f"<ServedLog {sinks} fraction={self.fraction} queued={self._queue.qsize()}>"
 
+    @property
+    def active(self) -> bool:
+        """Whether answers may be logged (and so their rows' JSON read)."""
+        return self.fraction > 0
+
     def offer(self, result: BundleResult, request_id: str | Callable[[], str]) -> None:
         """Maybe log one answer: a draw, and when sampled a put that never waits.
         `request_id` may be a callable, called only when the answer is sampled."""

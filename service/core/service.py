@@ -150,11 +150,19 @@ class FeatureService:
         return plan
 
     async def get_bundle(
-        self, bundle: Any, user_id: Any, room_ids: Any, timeout_s: float | None = None
+        self,
+        bundle: Any,
+        user_id: Any,
+        room_ids: Any,
+        timeout_s: float | None = None,
+        *,
+        json: bool = True,
     ) -> BundleResult:
         """Assemble `bundle` for one user and its candidate rooms (order and duplicates kept).
 
-        `timeout_s` bounds the tier reads; rows not read in time are UNAVAILABLE.
+        `timeout_s` bounds the tier reads; rows not read in time are UNAVAILABLE. With
+        `json` false (a caller that never reads the rows' JSON: gRPC), rows read from a
+        tier below L1 may be decoded without it (ViewCodec.bare).
         """
         plan = self.bundle_plan(bundle)
         uid = check_id("user_id", user_id)
@@ -162,7 +170,7 @@ class FeatureService:
         groups: list[tuple[ViewPlan, list[bytes]]] = [(v, [v.key(uid)]) for v in plan.user]
         groups += [(v, v.keys(rids)) for v in plan.room]
         groups += [(v, v.pair_keys(uid, rids)) for v in plan.user_room]
-        views = await self._read(groups, timeout_s)
+        views = await self._read(groups, timeout_s, json)
         n_user = len(plan.user)
         n_room = len(plan.room)
         return BundleResult(
@@ -171,9 +179,10 @@ class FeatureService:
         )  # fmt: skip
 
     async def get_features(
-        self, view: Any, ids: Any, timeout_s: float | None = None
+        self, view: Any, ids: Any, timeout_s: float | None = None, *, json: bool = True
     ) -> tuple[list[Any], ViewRows]:
-        """Rows of one view for `ids` (ids, or [user_id, room_id] pairs for pair views)."""
+        """Rows of one view for `ids` (ids, or [user_id, room_id] pairs for pair views);
+        `timeout_s` and `json` as for `get_bundle`."""
         plan = self.view_plan(view)
         if not isinstance(ids, list) or not ids:
             raise InvalidArgument("ids", "expected a non-empty list")
@@ -185,12 +194,13 @@ class FeatureService:
         else:
             checked = check_ids("ids", ids, self.limits.max_ids)
             keys = plan.keys(checked)
-        return checked, (await self._read([(plan, keys)], timeout_s))[0]
+        return checked, (await self._read([(plan, keys)], timeout_s, json))[0]
 
     async def _read(
-        self, groups: Sequence[tuple[ViewPlan, list[bytes]]], timeout_s: float | None
+        self, groups: Sequence[tuple[ViewPlan, list[bytes]]], timeout_s: float | None, json: bool
     ) -> list[ViewRows]:
-        got = await self.store.read([(p.codec, keys) for p, keys in groups], timeout_s)
+        asked = [(p.codec if json else p.codec.bare, keys) for p, keys in groups]
+        got = await self.store.read(asked, timeout_s)
         now = self._clock_ms()
         return [self._resolve(plan, rows, now) for (plan, _), rows in zip(groups, got, strict=True)]
 

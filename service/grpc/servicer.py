@@ -48,8 +48,13 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         """Features of one user, its candidate rooms and the user x room pairs."""
         if not request.HasField("user_id"):
             raise InvalidArgument("user_id", "required")
+        json = self.served_log.active  # only the served log reads the rows' JSON
         result = await self.core.get_bundle(
-            request.bundle, request.user_id, list(request.room_ids), core_timeout(context)
+            request.bundle,
+            request.user_id,
+            list(request.room_ids),
+            core_timeout(context),
+            json=json,
         )
         self._bundle_sizes.observe(len(result.room_ids))
         self.served_log.offer(result, lambda: _request_id(context))
@@ -69,7 +74,9 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         elif request.user_ids:
             raise InvalidArgument("user_ids", f"only for user_room views, not {plan.name!r}")
         try:
-            _, rows = await self.core.get_features(plan.name, ids, core_timeout(context))
+            _, rows = await self.core.get_features(
+                plan.name, ids, core_timeout(context), json=False
+            )
         except RequestError as exc:
             raise _pair_field(exc) from None
         return self.wire.features(list(request.ids), list(request.user_ids), rows)

@@ -96,6 +96,13 @@ class L1Cache(Generic[V]):
         entry = self._table.peek(key)
         return MISS if entry is None else entry[1]
 
+    def replace(self, key: bytes, old: V, new: V) -> None:
+        """Put `new` in place of `old` if `key` holds `old` itself, keeping its expiry
+        (a row rendered again: readthrough.py); else leave the entry as it is."""
+        entry = self._table.peek(key)
+        if entry is not None and entry[1] is old:
+            self._table.put(key, entry[0], new)
+
     def due(self, keys: Sequence[bytes]) -> list[bytes]:
         """Those of `keys` whose entries are in the last part of their life (to refresh
         ahead of expiry); expired and absent keys are not included."""

@@ -7,6 +7,10 @@ A tier that fails or runs out of time is skipped; a key no tier could answer is
 UNAVAILABLE. A value a view's codec cannot decode (CorruptValue) counts as an error
 of that tier and the key falls through to the next one.
 
+A decoder may leave a row's JSON out (ViewCodec.bare, for gRPC): a reader whose
+decoders render (`render`: the view's codec, for HTTP) gets such rows rendered, and
+L1 keeps the rendered row in their place (`_render`).
+
 Pair views ask the presence index first (presence_index.py): pairs it has never
 seen are answered "not stored" without a lookup, and without filling L1 with them.
 """
@@ -78,6 +82,7 @@ class ReadThrough(Generic[V]):
         self._l1_hit = metrics.tally(metrics.TIER_KEYS.labels("l1", "hit"))
         self._l1_miss = metrics.tally(metrics.TIER_KEYS.labels("l1", "miss"))
         self._calls = 0
+        self._bare = False  # whether a decoder that leaves the JSON out has decoded rows
 
     def __repr__(self) -> str:
         return f"<ReadThrough {self.l1!r} > {' > '.join(t.name for t in self.tiers)}>"
@@ -91,7 +96,9 @@ class ReadThrough(Generic[V]):
         keys: list[bytes] = []
         decoders: list[Decoder[V]] = []
         presence = self.presence
+        renders = False
         for decode, group_keys in groups:
+            renders = renders or hasattr(decode, "render")
             pick = presence.maybe_stored(group_keys) if presence is not None else None
             if pick is not None:
                 group_keys = [group_keys[i] for i in pick]
@@ -99,6 +106,8 @@ class ReadThrough(Generic[V]):
             keys += group_keys
             decoders += [decode] * len(group_keys)
         got = await self.get_many(keys, decoders, timeout_s) if keys else []
+        if self._bare and renders:
+            self._render(keys, decoders, got)
         out = []
         start = 0
         for (_, group_keys), pick in zip(groups, picks, strict=True):
@@ -143,6 +152,16 @@ class ReadThrough(Generic[V]):
         for i in at:  # `out` is L1's fresh list: filled in where it missed
             out[i] = found[keys[i]]
         return out
+
+    def _render(self, keys: Sequence[bytes], decoders: Sequence[Any], got: list[Any]) -> None:
+        """Render in `got` the rows decoded without their JSON, where the key's decoder
+        renders; L1 keeps the rendered row in place of the one it holds, if unchanged."""
+        for i in native.unrendered(got):
+            render = getattr(decoders[i], "render", None)
+            if render is not None:
+                row = render(got[i])
+                self.l1.replace(keys[i], got[i], row)
+                got[i] = row
 
     def _refresh_ahead(self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]]) -> None:
         """Read again the rows of `keys` near expiry in L1: at once where every tier can
@@ -245,6 +264,8 @@ class ReadThrough(Generic[V]):
             group[0].append(key)
             group[1].append(raw)
         for decode, (group_keys, raws) in groups.items():
+            if not self._bare and not hasattr(decode, "render"):
+                self._bare = True  # from now on, readers that render check their rows
             rows = _decode_all(decode, raws, len(raws) >= BATCH_DECODE_KEYS)
             if set(map(type, rows)) <= _ROW_TYPES:  # no CorruptValue: rows are tuples
                 found.update(zip(group_keys, rows, strict=True))

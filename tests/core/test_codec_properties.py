@@ -20,6 +20,7 @@ from service.core.codec import (
     FLOAT32_MAX,
     INT64_MAX,
     INT64_MIN,
+    JSON,
     MAX_STRING_BYTES,
     CorruptValue,
     Feature,
@@ -102,6 +103,7 @@ def test_every_valid_row_round_trips(row: tuple[ViewCodec, int, dict[str, object
     assert decoded[0] == event_time
     assert decoded == codec.decode_row_reference(stored)  # the fast path: the same bytes
     assert codec.decode_row_python(stored) == decoded  # and without the compiled decoder
+    compiled_and_python_agree(codec, stored)  # and the bare decoder, rendered
 
 
 def fast_and_reference_agree(codec: ViewCodec, raw: bytes) -> None:
@@ -193,14 +195,22 @@ def test_damaged_values_decode_or_raise_corrupt_value(
 
 def compiled_and_python_agree(codec: ViewCodec, raw: bytes) -> None:
     """decode_row (compiled where built) and decode_row_python give the same row, or
-    both raise CorruptValue: values with or without a served section, damaged or not."""
+    both raise CorruptValue: values with or without a served section, damaged or not.
+    The bare decoder (gRPC's) refuses the same values, and gives the same row but for
+    the JSON slot, which `render` makes the same."""
     try:
         want = codec.decode_row_python(raw)
     except CorruptValue:
         with pytest.raises(CorruptValue):
             codec.decode_row(raw)
+        with pytest.raises(CorruptValue):
+            codec.bare(raw)
         return
     assert codec.decode_row(raw) == want
+    bare = codec.bare(raw)
+    assert bare[JSON] in (want[JSON], (raw,))
+    assert bare[:JSON] + bare[JSON + 1 :] == want[:JSON] + want[JSON + 1 :]
+    assert codec.render(bare) == want
 
 
 @given(rows(), st.data())

@@ -81,6 +81,21 @@ def test_misses_refuse_what_is_not_a_list() -> None:
         compiled.misses((MISS,), MISS)
 
 
+BARE = (1, (b"stored",), b"", (), ())
+
+
+@given(st.lists(st.sampled_from([MISS, None, 0, b"", (), (1,), (1, b"{}"), BARE]), max_size=300))
+def test_unrendered_rows_are_the_same(values: list[Any]) -> None:
+    got = compiled.unrendered(values)
+    assert got == native.py_unrendered(values)
+    assert got == [i for i, v in enumerate(values) if v is BARE]
+
+
+def test_unrendered_refuses_what_is_not_a_list() -> None:
+    with pytest.raises(TypeError, match="list"):
+        compiled.unrendered((BARE,))
+
+
 ROW_DEFAULT = (0, b'"d":1', b"", (), ())
 rows = st.lists(
     st.one_of(

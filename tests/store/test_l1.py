@@ -80,3 +80,18 @@ def test_due_names_entries_in_the_last_part_of_their_life() -> None:
     assert l1.due([b"a", b"b"]) == [b"a"]
     clock.now += 1.0  # a expired: a miss now, not a refresh
     assert l1.due([b"a", b"b"]) == []
+
+
+def test_replace_puts_a_row_in_place_of_the_same_row_only_and_keeps_its_expiry() -> None:
+    clock = Clock()
+    l1: L1Cache[object] = L1Cache(10, 5.0, clock, rng=lambda: 0.0)
+    old, new, other = ("old",), ("new",), tuple(["old"])  # `other` equals `old`, is not it
+    l1.put_many([(b"a", old)])
+    l1.replace(b"a", other, new)  # not the row L1 holds (written meanwhile): kept
+    assert l1.get_many([b"a"])[0] is old
+    clock.now += 3
+    l1.replace(b"a", old, new)
+    l1.replace(b"gone", old, new)  # no entry: none is made
+    assert l1.get_many([b"a", b"gone"]) == [new, MISS]
+    clock.now += 2.1  # past the expiry `old` was given, not 5 s after the replace
+    assert l1.get_many([b"a"]) == [MISS]

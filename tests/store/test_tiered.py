@@ -4,7 +4,8 @@ this tests fall-through, fill and failure policy, not storage (tests/store/test_
 import asyncio
 from collections.abc import Sequence
 
-from service.core.codec import event_time_of, header
+from service import native
+from service.core.codec import JSON, Feature, ViewCodec, event_time_of, header
 from service.errors import TierUnavailable
 from service.store.base import UNAVAILABLE
 from service.store.factory import assemble
@@ -376,6 +377,37 @@ def test_a_row_read_again_unchanged_is_not_decoded_again() -> None:
         assert len(tier.now_reads) == 2  # every key was read again from the tier...
         assert again[0] is first[0]  # ...a, unchanged, kept its row without a decode
         assert again[1][0] == 2 and again[2][0] == 3 and decoder.calls == 4
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_rows_decoded_without_json_are_rendered_for_a_reader_that_serves_it() -> None:
+    """gRPC reads decode rows without their JSON (ViewCodec.bare); an HTTP read of the
+    same keys gets them rendered from L1, without a tier read, and L1 keeps the
+    rendered rows; a row written meanwhile is not overwritten by a rendered old one."""
+
+    async def go() -> None:
+        codec = ViewCodec("v", [Feature("x", "float", 0, 0.0), Feature("s", "string", 0, "")])
+        raws = {b"k%d" % i: codec.encode(i, {"x": i / 3, "s": "é" * i}) for i in range(40)}
+        tier = DictTier("t", raws)
+        store = assemble(L1Cache(100, 60.0), [tier])
+        keys = [*raws, b"absent"]
+        bare = (await store.read([(codec.bare, keys)]))[0]
+        assert bare[-1] is None and len(tier.gets) == 1
+        if native.IMPLEMENTATION == "compiled":  # in Python, bare rows are rendered rows
+            assert all(row[JSON] == (raws[k],) for k, row in zip(keys[:-1], bare[:-1], strict=True))
+        store.reads.invalidate([b"k0"])  # written meanwhile: L1 forgets k0's bare row
+        store.reads.l1.put_many([(b"k1", codec.decode_row(raws[b"k1"]))])  # a newer row
+        full = (await store.read([(codec, keys)]))[0]
+        assert full[:-1] == [codec.decode_row(raws[k]) for k in keys[:-1]]
+        assert full[-1] is None
+        assert len(tier.gets) == 2 and tier.gets[1] == [b"k0"]  # only what L1 lost
+        again = (await store.read([(codec, keys)]))[0]
+        assert all(a is b for a, b in zip(again, full, strict=True))  # L1 kept them
+        assert len(tier.gets) == 2
+        for_grpc = (await store.read([(codec.bare, keys)]))[0]
+        assert all(a is b for a, b in zip(for_grpc, full, strict=True))  # served as they are
         await store.close()
 
     asyncio.run(go())
