@@ -679,14 +679,16 @@ fail:
 /* ---------------------------------------------------------------------------------
  * decode_rows(layout, values, json=True) -> list[row | None]
  *
- * ViewCodec.decode_row of each stored value (with json false, ViewCodec.bare's row: the
- * JSON slot holds the 1-tuple (value,) instead of the rendered fragment) (service/core/codec.py: the layout, the
+ * ViewCodec.decode_row of each stored value (service/core/codec.py: the layout, the
  * Row tuple, and the Python definition this must match byte for byte), or None where
  * this does not decode it and the codec's Python does: a value that is not bytes, is
  * too short, has another layout version, holds text that is not UTF-8, is cut short,
  * or carries anything after its strings but a well-formed served section (whose
  * values are filled in as they are, as the Python does). The codec then decodes or
  * refuses it as before, with its own error messages.
+ *
+ * With `json` false (ViewCodec.bare, for readers that serve no JSON), the row's JSON
+ * slot holds the 1-tuple (value,) instead of the rendered fragment; the rest is the same.
  *
  * `layout` is what layout(spec) made of the view's spec, parsed once:
  * spec = (version16, fixed_size, scalar_codes, vector_dims, n_strings, order):
@@ -992,8 +994,9 @@ write_scalar(char *w, char code, const unsigned char *p)
 
 /* One row, or Py_None (new reference) where the codec's Python must decode it. */
 static PyObject *
-decode_one(const Layout *l, PyObject *value, int with_json, char **scratch, Py_ssize_t *scratch_size,
-           Py_ssize_t *text_at, Py_ssize_t *text_len, Py_ssize_t *part_at, Py_ssize_t *part_len)
+decode_one(const Layout *l, PyObject *value, int with_json, char **scratch,
+           Py_ssize_t *scratch_size, Py_ssize_t *text_at, Py_ssize_t *text_len,
+           Py_ssize_t *part_at, Py_ssize_t *part_len)
 {
     if (!PyBytes_Check(value))
         Py_RETURN_NONE;
@@ -1180,8 +1183,9 @@ decode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyList_GET_SIZE(values);
     PyObject *out = PyList_New(n);
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-        PyObject *row = decode_one(l, PyList_GET_ITEM(values, i), with_json, &scratch, &scratch_size,
-                                   text, text + l->n_strings, parts, parts + l->n_order + 1);
+        PyObject *row = decode_one(l, PyList_GET_ITEM(values, i), with_json, &scratch,
+                                   &scratch_size, text, text + l->n_strings, parts,
+                                   parts + l->n_order + 1);
         if (row == NULL)
             Py_CLEAR(out);
         else
