@@ -8,6 +8,9 @@ read returns says which event it saw; k grows with every push (newest event
 wins, so the stored value is the largest k written). For every read, the
 pushes acknowledged before it started give the smallest k it may return.
 
+Reads go through HTTP and gRPC alike: a gRPC read brings rows into L1 without their
+JSON (ViewCodec.bare), and an HTTP read renders them in place (docs/design.md).
+
 `same replica`: reads of the replica that acknowledged the push.
 `any replica`: reads of any replica (needs the change notification to have
 dropped the other replicas' L1 copy before the ack, or their L1 not to hold it).
@@ -25,11 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.client import LivefeatClient, ViewData
+from service.core.status import Status
 from tests.conftest import LiveServer
 from tests.replicas.support import replicas_of
 from tests.support.redis_proc import RedisServer
@@ -68,7 +74,7 @@ class Done:
 
 
 OPS = st.lists(
-    st.tuples(st.sampled_from(["push", "read", "read"]), st.integers(0, 2), st.sampled_from(ROOMS)),
+    st.tuples(st.sampled_from(["push", "read", "grpc"]), st.integers(0, 2), st.sampled_from(ROOMS)),
     min_size=6, max_size=24,
 )  # fmt: skip
 
@@ -78,6 +84,7 @@ class Cluster:
 
     def __init__(self, replicas: list[LiveServer]) -> None:
         self.clients = [httpx.Client(base_url=s.url, timeout=10) for s in replicas]
+        self.rankers = [LivefeatClient(s.grpc_target) for s in replicas]
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
 
@@ -93,6 +100,18 @@ class Cluster:
                 return started, r
             time.sleep(0.01)
 
+    @staticmethod
+    def grpc_read(ranker: LivefeatClient, room: int) -> tuple[float, ViewData]:
+        """`post` for a gRPC GetFeatures of one room (RESOURCE_EXHAUSTED: sent again)."""
+        while True:
+            started = time.monotonic()
+            try:
+                return started, ranker.get_features(VIEW, [room], timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+            time.sleep(0.01)
+
     def run(self, kind: str, replica: int, room: int) -> Done:
         client = self.clients[replica]
         if kind == "push":
@@ -101,6 +120,12 @@ class Cluster:
             row = {"id": room, "event_time_ms": T0 + k, "values": {"viewer_count": k}}
             started, r = self.post(client, "/v1/push", {"view": VIEW, "rows": [row]})
             assert r.status_code == 200, r.text
+        elif kind == "grpc":
+            started, got = self.grpc_read(self.rankers[replica], room)
+            if got.status[0] == Status.UNAVAILABLE:
+                return Done("unavailable", replica, room, -1, started, time.monotonic())
+            k = int(got.column("viewer_count")[0])  # float32: exact up to 2**24
+            kind = "read"
         else:
             started, r = self.post(client, "/v1/features", {"view": VIEW, "ids": [room]})
             assert r.status_code == 200, r.text
@@ -150,3 +175,5 @@ def test_no_read_after_an_acknowledged_push_returns_an_older_event(
     finally:
         for client in cluster.clients:
             client.close()
+        for ranker in cluster.rankers:
+            ranker.close()

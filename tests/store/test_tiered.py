@@ -9,7 +9,7 @@ from service.core.codec import JSON, Feature, ViewCodec, event_time_of, header
 from service.errors import TierUnavailable
 from service.store.base import UNAVAILABLE
 from service.store.factory import assemble
-from service.store.l1 import L1Cache
+from service.store.l1 import MISS, L1Cache
 from service.store.tiered import TieredStore
 
 
@@ -382,32 +382,57 @@ def test_a_row_read_again_unchanged_is_not_decoded_again() -> None:
     asyncio.run(go())
 
 
+class HeldReads(DictTier):
+    """A DictTier whose reads wait for `gate` while `hold` is set."""
+
+    def __init__(self, name: str, data: dict[bytes, bytes]) -> None:
+        super().__init__(name, data)
+        self.gate = asyncio.Event()
+        self.hold = False
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        got = await super().get_many(keys)
+        if self.hold:
+            await self.gate.wait()
+        return got
+
+
 def test_rows_decoded_without_json_are_rendered_for_a_reader_that_serves_it() -> None:
     """gRPC reads decode rows without their JSON (ViewCodec.bare); an HTTP read of the
     same keys gets them rendered from L1, without a tier read, and L1 keeps the
-    rendered rows; a row written meanwhile is not overwritten by a rendered old one."""
+    rendered rows, except where it holds another row by then: a write (or a newer
+    read) during the HTTP read's own fetch is not undone by the rendered old row."""
 
     async def go() -> None:
         codec = ViewCodec("v", [Feature("x", "float", 0, 0.0), Feature("s", "string", 0, "")])
         raws = {b"k%d" % i: codec.encode(i, {"x": i / 3, "s": "é" * i}) for i in range(40)}
-        tier = DictTier("t", raws)
+        tier = HeldReads("t", raws)
         store = assemble(L1Cache(100, 60.0), [tier])
+        l1 = store.reads.l1
         keys = [*raws, b"absent"]
         bare = (await store.read([(codec.bare, keys)]))[0]
         assert bare[-1] is None and len(tier.gets) == 1
         if native.IMPLEMENTATION == "compiled":  # in Python, bare rows are rendered rows
             assert all(row[JSON] == (raws[k],) for k, row in zip(keys[:-1], bare[:-1], strict=True))
-        store.reads.invalidate([b"k0"])  # written meanwhile: L1 forgets k0's bare row
-        store.reads.l1.put_many([(b"k1", codec.decode_row(raws[b"k1"]))])  # a newer row
-        full = (await store.read([(codec, keys)]))[0]
-        assert full[:-1] == [codec.decode_row(raws[k]) for k in keys[:-1]]
-        assert full[-1] is None
-        assert len(tier.gets) == 2 and tier.gets[1] == [b"k0"]  # only what L1 lost
+        store.reads.invalidate([b"k0"])  # written: the HTTP read below fetches k0, gated
+        tier.hold = True
+        reading = asyncio.create_task(store.read([(codec, keys)]))
+        while len(tier.gets) < 2:
+            await asyncio.sleep(0.001)  # it has its L1 rows (bare) and waits for k0
+        newer = codec.decode_row(codec.encode(1000, {"x": 1.0, "s": "new"}))
+        l1.put_many([(b"k1", newer)])  # k1 written and read again meanwhile
+        store.reads.invalidate([b"k2"])  # k2 written meanwhile, not read again yet
+        tier.gate.set()
+        full = (await reading)[0]
+        assert full[:-1] == [codec.decode_row(raws[k]) for k in keys[:-1]]  # read before
+        assert full[-1] is None and tier.gets[1] == [b"k0"]
+        assert l1.peek(b"k1") is newer and l1.peek(b"k2") is MISS  # not undone
         again = (await store.read([(codec, keys)]))[0]
-        assert all(a is b for a, b in zip(again, full, strict=True))  # L1 kept them
-        assert len(tier.gets) == 2
+        assert again[1] is newer
+        assert all(a is b for a, b in zip(again[3:], full[3:], strict=True))  # L1 kept them
+        assert tier.gets[2:] == [[b"k2"]]
         for_grpc = (await store.read([(codec.bare, keys)]))[0]
-        assert all(a is b for a, b in zip(for_grpc, full, strict=True))  # served as they are
+        assert all(a is b for a, b in zip(for_grpc, again, strict=True))  # served as they are
         await store.close()
 
     asyncio.run(go())
