@@ -83,6 +83,18 @@ need(PyObject *obj, int ok, const char *what)
     return ok;
 }
 
+/* Append `item`, a new reference (NULL: its making failed), to the list `out`, and
+ * release it; -1 on error. */
+static int
+append_new(PyObject *out, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(out, item);
+    Py_DECREF(item);
+    return failed;
+}
+
 #include "_table.h"
 
 /* keys(prefix: bytes, ids: list[int], suffix: bytes) -> list[bytes] */
@@ -178,15 +190,8 @@ maybe_stored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             int all = 1;
             for (int j = 0; j < 3 && all; j++)
                 all = (bits[at[j] >> 3] >> (at[j] & 7)) & 1;
-            if (all) {
-                PyObject *index = PyLong_FromSsize_t(i);
-                if (index == NULL)
-                    goto fail;
-                int failed = PyList_Append(out, index);
-                Py_DECREF(index);
-                if (failed < 0)
-                    goto fail;
-            }
+            if (all && append_new(out, PyLong_FromSsize_t(i)) < 0)
+                goto fail;
         }
     }
     PyBuffer_Release(&view);
@@ -213,13 +218,10 @@ misses(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         if (PyList_GET_ITEM(values, i) != miss)
             continue;
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(out, index) < 0) {
-            Py_XDECREF(index);
+        if (append_new(out, PyLong_FromSsize_t(i)) < 0) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(index);
     }
     return out;
 }
@@ -240,13 +242,10 @@ unrendered(PyObject *self, PyObject *rows)
         if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) < 2
             || PyBytes_CheckExact(PyTuple_GET_ITEM(row, 1)))
             continue;
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(out, index) < 0) {
-            Py_XDECREF(index);
+        if (append_new(out, PyLong_FromSsize_t(i)) < 0) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(index);
     }
     return out;
 }

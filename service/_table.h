@@ -430,12 +430,10 @@ table_items(Table *t, PyObject *unused)
                                        (s->hash & TABLE_REF) ? Py_True : Py_False);
         Py_DECREF(key);
         Py_DECREF(value);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
+        if (append_new(out, item) < 0) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(item);
     }
     return out;
 }
