@@ -42,7 +42,7 @@ def build_core(
     """A FeatureService over L1 and the configured durable tiers (`store_options`:
     a worker's, see open_store)."""
     registry = registry or load_registry(settings.registry)
-    l1: L1Cache[Row] = L1Cache(settings.l1_max_rows, settings.l1_ttl_s)
+    l1: L1Cache[Row] = L1Cache(settings.l1_max_rows, settings.l1_ttl())
     store = open_store(settings, registry, l1, **store_options)
     limits = Limits(max_ids=settings.max_ids, max_push_rows=settings.max_push_rows)
     return FeatureService(registry, store, limits)

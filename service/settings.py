@@ -9,6 +9,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_REGISTRY = Path(__file__).parent / "demo_registry.yaml"
+# L1's TTL where LIVEFEAT_L1_TTL_S is not set. With Redis it is the longest a replica
+# serves an older value when a change notification is lost. Embedded, no
+# notification can be lost: every write reaches every worker's L1 before it is
+# acknowledged (service/workers/peers.py), and a restarted worker 0 clears them all;
+# there the TTL only bounds what an unknown bug could cost, and a longer one spares
+# re-reading each row from RocksDB every few seconds (docs/benchmarks.md: 9-13% more
+# gRPC throughput, 2026-12-07).
+L1_TTL_S_REDIS = 5.0
+L1_TTL_S_EMBEDDED = 60.0
 
 
 class Settings(BaseSettings):
@@ -33,7 +42,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     l1_max_rows: int = Field(default=500_000, ge=0)
-    l1_ttl_s: float = Field(default=5.0, gt=0)
+    # How long an L1 entry lives (docs/design.md, "Freshness: what a read may return");
+    # None: the mode's default, `l1_ttl`.
+    l1_ttl_s: float | None = Field(default=None, gt=0)
     # Keys expected in the user x room views; 0 turns the presence filter off.
     presence_capacity: int = Field(default=2_000_000, ge=0)
     rocksdb_block_cache_mb: int = Field(default=256, ge=8)
@@ -83,3 +94,9 @@ class Settings(BaseSettings):
     log_served_dir: Path | None = None
     log_served_fraction: float = Field(default=0.01, ge=0, le=1)
     log_served_queue: int = Field(default=10_000, ge=1)
+
+    def l1_ttl(self) -> float:
+        """L1's TTL: `l1_ttl_s` if set, else the default of the mode (above)."""
+        if self.l1_ttl_s is not None:
+            return self.l1_ttl_s
+        return L1_TTL_S_REDIS if self.redis_url else L1_TTL_S_EMBEDDED
