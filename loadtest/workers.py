@@ -13,7 +13,9 @@ candidates, closed loop at the given concurrency; `--client native`: the compile
 load generator of loadtest/native/, which takes less CPU from the servers), then
 stopped by its pid. Reported per case: median throughput of each, the ratio, and the
 CPU of the load generator, of the server's processes (every worker) and of Redis.
-JSON on stdout and in --out.
+`--threads` adds each worker's CPU per thread over the measured window: the event
+loop, and grpc's threads beside it, which bound what a second worker can add
+(docs/benchmarks.md). JSON on stdout and in --out.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import pickle
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,58 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repetitions", type=int, default=2)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--out", type=Path, default=Path("loadtest/results/workers.json"))
+    p.add_argument(
+        "--threads", action="store_true",
+        help="also each worker's CPU per thread (the event loop, grpc's threads, ...)",
+    )  # fmt: skip
     return p
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the threads of `pid` by name: "event loop" for its main
+    thread, else the thread's name (/proc/PID/task/TID/comm: grpc's "event_engine"
+    pool; Python's own threads, such as grpc's completion-queue poller, carry the
+    process's name), summed over the threads of one name."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        key = "event loop" if int(tid) == pid else name
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+class ThreadSampler:
+    """Per-thread CPU of `pids` from `start_s` after its start for `duration_s` (chosen
+    inside the client's measured window): `result()`, in % of one core per process
+    and thread name."""
+
+    def __init__(self, pids: list[int], start_s: float, duration_s: float) -> None:
+        self._pids, self._start_s, self._duration_s = pids, start_s, duration_s
+        self._result: dict[str, dict[str, float]] = {}
+        self._thread = threading.Thread(target=self._run, name="thread-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        time.sleep(self._start_s)
+        before = {pid: thread_cpu_s(pid) for pid in self._pids}
+        started = time.monotonic()
+        time.sleep(self._duration_s)
+        after = {pid: thread_cpu_s(pid) for pid in self._pids}
+        seconds = time.monotonic() - started
+        for pid in self._pids:
+            used = {k: (v - before[pid].get(k, 0.0)) / seconds * 100 for k, v in after[pid].items()}
+            self._result[str(pid)] = {k: round(v, 1) for k, v in sorted(used.items()) if v >= 0.05}
+
+    def result(self) -> dict[str, dict[str, float]]:
+        self._thread.join()
+        return self._result
 
 
 def worker_pids(server: Server) -> list[int]:
@@ -138,6 +193,9 @@ def run_server(
             spec = RunSpec(HOST, server.port_for(transport), str(files[transport]),
                            args.concurrency, args.warmup, args.duration, pids)  # fmt: skip
             kind = TRANSPORTS[transport]
+            # Inside the client's window: it starts after the client process (about 1 s).
+            window = (args.warmup + 1, args.duration - 1)
+            sampler = ThreadSampler([p for _, p in servers], *window) if args.threads else None
             got = run_client(spec, f"native-{kind}" if args.client == "native" else kind)
             server_cpu = sum(got[f"{role}_cpu_pct"] for role, _ in servers)
             row = {"store": store, "transport": transport, "workers": workers,
@@ -145,6 +203,8 @@ def run_server(
                    "p99_ms": got["latency_ms"]["p99"] if got["latency_ms"] else None,
                    "client_cpu_pct": got["client_cpu_pct"], "server_cpu_pct": server_cpu,
                    "redis_cpu_pct": got.get("redis_cpu_pct", 0.0)}  # fmt: skip
+            if sampler is not None:
+                row["threads_cpu_pct"] = sampler.result()
             print(json.dumps(row), flush=True)
             out.append(row)
     finally:
