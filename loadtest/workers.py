@@ -71,17 +71,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds so far of the threads of `pid` by name: "event loop" for its main
-    thread, else the thread's name (/proc/PID/task/TID/comm: grpc's "event_engine"
+    thread, else the thread's name (/proc/PID/task/TID/stat: grpc's "event_engine"
     pool; Python's own threads, such as grpc's completion-queue poller, carry the
     process's name), summed over the threads of one name."""
     out: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:  # "TID (NAME) STATE ... UTIME STIME ...": the name may hold spaces and ")"
+            head, _, rest = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")
         except OSError:  # the thread ended
             continue
-        key = "event loop" if int(tid) == pid else name
+        fields = rest.split()
+        key = "event loop" if int(tid) == pid else head.partition("(")[2]
         out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
 

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 from loadtest.workers import ThreadSampler, thread_cpu_s
 
-
-def _burn(seconds: float) -> None:
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
+# A process of its own (so that nothing else of the test process's counts): a thread
+# that burns CPU, and a main thread that only sleeps.
+BUSY = """
+import threading, time
+def burn():
+    while True:
         pass
+threading.Thread(target=burn, daemon=True).start()
+print("ready", flush=True)
+time.sleep(60)
+"""
 
 
 def test_a_busy_thread_shows_under_its_name_and_the_main_thread_apart() -> None:
-    own_name = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
-    before = thread_cpu_s(os.getpid())
-    assert "event loop" in before  # the main thread
-    busy = threading.Thread(target=_burn, args=(0.8,))  # alive at both readings
-    busy.start()
-    sampler = ThreadSampler([os.getpid()], 0.05, 0.4)
-    got = sampler.result()[str(os.getpid())]
-    busy.join()
-    # The busy thread ran through the 0.4 s window (on a shared machine, not all of
-    # it): it is counted under the process's name, and the main thread, which only
-    # waited, is not charged with it.
-    assert got.get(own_name, 0.0) > 20.0
-    assert got.get("event loop", 0.0) < 20.0
+    with subprocess.Popen([sys.executable, "-c", BUSY], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            name = Path(f"/proc/{proc.pid}/comm").read_text().strip()
+            assert set(thread_cpu_s(proc.pid)) == {"event loop", name}
+            got = ThreadSampler([proc.pid], 0.05, 0.5).result()[str(proc.pid)]
+        finally:
+            proc.kill()  # this pid only
+    # The busy thread ran through the window (on a shared machine, not all of it): it
+    # is counted under the process's name, and the main thread, which slept, is not
+    # charged with it.
+    assert got.get(name, 0.0) > 10.0, got
+    assert got.get("event loop", 0.0) < 10.0, got
