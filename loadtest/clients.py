@@ -58,12 +58,20 @@ class RunSpec:
     """After a refusal (429, RESOURCE_EXHAUSTED) a slot waits this long before its next request."""
 
 
+def stat_cpu(path: str) -> tuple[str, float]:
+    """(name, utime + stime in seconds) from a /proc stat file: /proc/PID/stat for a
+    process (all its threads), /proc/PID/task/TID/stat for one thread."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    end = raw.rindex(b")")  # "pid (comm) ...": comm may hold spaces and ")"
+    fields = raw[end + 2 :].split()
+    name = raw[raw.index(b"(") + 1 : end].decode(errors="replace")
+    return name, (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads, in seconds (from /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    return stat_cpu(f"/proc/{pid}/stat")[1]
 
 
 WARMUP, MEASURE, STOP = 0, 1, 2

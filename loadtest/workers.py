@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import prepare, stats
-from loadtest.clients import RunSpec, run_client
+from loadtest.clients import RunSpec, run_client, stat_cpu
 from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_url
 
@@ -66,9 +66,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds so far of the threads of `pid` by name: "event loop" for its main
     thread, else the thread's name (/proc/PID/task/TID/stat: grpc's "event_engine"
@@ -76,13 +73,12 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     process's name), summed over the threads of one name."""
     out: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:  # "TID (NAME) STATE ... UTIME STIME ...": the name may hold spaces and ")"
-            head, _, rest = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")
+        try:
+            name, seconds = stat_cpu(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended
             continue
-        fields = rest.split()
-        key = "event loop" if int(tid) == pid else head.partition("(")[2]
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+        key = "event loop" if int(tid) == pid else name
+        out[key] = out.get(key, 0.0) + seconds
     return out
 
 
@@ -105,7 +101,8 @@ class ThreadSampler:
         after = {pid: thread_cpu_s(pid) for pid in self._pids}
         seconds = time.monotonic() - started
         for pid in self._pids:
-            used = {k: (v - before[pid].get(k, 0.0)) / seconds * 100 for k, v in after[pid].items()}
+            used = {k: stats.cpu_percent(v - before[pid].get(k, 0.0), seconds)
+                    for k, v in after[pid].items()}  # fmt: skip
             self._result[str(pid)] = {k: round(v, 1) for k, v in sorted(used.items()) if v >= 0.05}
 
     def result(self) -> dict[str, dict[str, float]]:
