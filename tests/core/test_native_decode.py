@@ -171,6 +171,32 @@ def test_a_served_section_is_filled_in_and_damaged_ones_are_left_to_python() -> 
             codec.decode_row(raw)
 
 
+@pytest.mark.parametrize("shift", range(8))
+def test_each_byte_of_a_section_is_read_wherever_it_falls_in_a_word(shift: int) -> None:
+    """The compiled decoder reads a section eight bytes at a time: a mark, a separator
+    or any other byte put at each place of the section (the strings before it shift
+    where the words start) gives the row the Python gives, or is left to it to refuse."""
+    codec = ViewCodec("v", VIEW, served=True)
+    values = {"n": -1, "s": "é" * shift, "x": 1e300, "v": [1.5, -0.0, 3.25], "f": 0.1,
+              "b": True, "t": "x" * 9}  # fmt: skip
+    stored = codec.encode(7, values)
+    start = stored.index(b"\x1e")
+    damaged = [
+        stored[:at] + bytes([byte]) + stored[at + 1 :]
+        for at in range(start + 1, len(stored) - 1)
+        for byte in (0x00, 0x05, 0x1E, 0x1F, 0x20, 0x7F, 0x80, 0x9F, 0xFF)
+    ]
+    got = compiled.decode_rows(codec._layout, [stored, *damaged])
+    assert got[0] == codec.decode_row_python(stored)
+    for raw, row in zip(damaged, got[1:], strict=True):
+        try:
+            want = codec.decode_row_python(raw)
+        except CorruptValue:
+            assert row is None, raw
+        else:
+            assert row == want, raw
+
+
 def test_a_malformed_layout_is_refused() -> None:
     spec = ViewCodec("v", VIEW)._compiled_spec()
     for bad in (
