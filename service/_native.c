@@ -14,6 +14,9 @@
  *                                        (_table.h)
  *   misses(values, miss)                 the indexes L1 did not answer (store/readthrough.py)
  *   unrendered(rows)                     the rows decoded without their JSON (the same)
+ *   group(keys, values, decoder_of)      a tier's answer: the keys it did not have, the
+ *                                        others grouped by decoder (the same)
+ *   resp_command(args)                   a Redis command in RESP (store/resp.py)
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
  *   join_json(parts)                     an HTTP answer: bytes and views' entities
@@ -247,6 +250,117 @@ unrendered(PyObject *self, PyObject *rows)
             return NULL;
         }
     }
+    return out;
+}
+
+/* group(keys: list[bytes], values: list, decoder_of: dict)
+ *   -> (still: list[bytes], groups: dict[decoder, (list[bytes], list)])
+ * A tier's answer (ReadThrough._take): the keys whose value is None, in order, and the
+ * others grouped by decoder_of[key], in the order first seen. */
+static PyObject *
+group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("group", nargs, 3) < 0)
+        return NULL;
+    PyObject *keys = args[0], *values = args[1], *decoder_of = args[2];
+    if (!need(keys, PyList_Check(keys), "a list") || !need(values, PyList_Check(values), "a list")
+        || !need(decoder_of, PyDict_Check(decoder_of), "a dict"))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != n) {
+        PyErr_SetString(PyExc_ValueError, "group: keys and values differ in length");
+        return NULL;
+    }
+    PyObject *still = PyList_New(0), *groups = PyDict_New();
+    if (still == NULL || groups == NULL)
+        goto fail;
+    PyObject *last_decoder = NULL, *last_group = NULL; /* borrowed: runs of one view */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i), *value = PyList_GET_ITEM(values, i);
+        if (value == Py_None) {
+            if (PyList_Append(still, key) < 0)
+                goto fail;
+            continue;
+        }
+        PyObject *decoder = PyDict_GetItemWithError(decoder_of, key); /* borrowed */
+        if (decoder == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, key);
+            goto fail;
+        }
+        PyObject *entry = decoder == last_decoder ? last_group : NULL;
+        if (entry == NULL) {
+            entry = PyDict_GetItemWithError(groups, decoder);
+            if (entry == NULL) {
+                if (PyErr_Occurred())
+                    goto fail;
+                entry = Py_BuildValue("(NN)", PyList_New(0), PyList_New(0));
+                if (entry == NULL)
+                    goto fail;
+                int bad = PyDict_SetItem(groups, decoder, entry);
+                Py_DECREF(entry); /* the dict holds it */
+                if (bad < 0)
+                    goto fail;
+            }
+            last_decoder = decoder;
+            last_group = entry;
+        }
+        if (PyList_Append(PyTuple_GET_ITEM(entry, 0), key) < 0
+            || PyList_Append(PyTuple_GET_ITEM(entry, 1), value) < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(NN)", still, groups);
+fail:
+    Py_XDECREF(still);
+    Py_XDECREF(groups);
+    return NULL;
+}
+
+/* resp_command(args: tuple | list of bytes) -> bytes: the command in RESP, an array of
+ * bulk strings (RespReader: one MGET per read below L1). hiredis.pack_command took
+ * 8.6 us for an MGET of 101 keys; this writes it in one pass. */
+static PyObject *
+resp_command(PyObject *self, PyObject *args)
+{
+    PyObject *seq = PySequence_Fast(args, "resp_command: expected a tuple or list of bytes");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t total = 1 + 20 + 2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!need(items[i], PyBytes_Check(items[i]), "bytes")) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        total += 1 + 20 + 2 + PyBytes_GET_SIZE(items[i]) + 2;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    char *w = PyBytes_AS_STRING(out), digits[24];
+    char *d = format_u64((uint64_t)n, digits + sizeof digits);
+    *w++ = '*';
+    memcpy(w, d, (size_t)(digits + sizeof digits - d));
+    w += digits + sizeof digits - d;
+    memcpy(w, "\r\n", 2);
+    w += 2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t size = PyBytes_GET_SIZE(items[i]);
+        d = format_u64((uint64_t)size, digits + sizeof digits);
+        *w++ = '$';
+        memcpy(w, d, (size_t)(digits + sizeof digits - d));
+        w += digits + sizeof digits - d;
+        memcpy(w, "\r\n", 2);
+        memcpy(w + 2, PyBytes_AS_STRING(items[i]), (size_t)size);
+        memcpy(w + 2 + size, "\r\n", 2);
+        w += 2 + size + 2;
+    }
+    Py_DECREF(seq);
+    if (_PyBytes_Resize(&out, w - PyBytes_AS_STRING(out)) < 0)
+        return NULL;
     return out;
 }
 
@@ -1401,6 +1515,10 @@ static PyMethodDef methods[] = {
      "maybe_stored(bits, nbits, keys): indexes of the keys the Bloom filter may hold."},
     {"misses", (PyCFunction)(void (*)(void))misses, METH_FASTCALL,
      "misses(values, miss): the indexes of the items that are miss."},
+    {"group", (PyCFunction)(void (*)(void))group, METH_FASTCALL,
+     "group(keys, values, decoder_of): (keys without a value, {decoder: (keys, values)})."},
+    {"resp_command", (PyCFunction)resp_command, METH_O,
+     "resp_command(args): the command in RESP, an array of bulk strings."},
     {"unrendered", (PyCFunction)unrendered, METH_O,
      "unrendered(rows): the indexes of the rows whose JSON slot is not bytes."},
     {"resolve", (PyCFunction)(void (*)(void))resolve, METH_FASTCALL,

@@ -225,6 +225,36 @@ def py_misses(values: list[Any], miss: Any) -> list[int]:
     return [i for i, v in enumerate(values) if v is miss]
 
 
+def py_group(
+    keys: list[bytes], values: list[Any], decoder_of: Mapping[bytes, Any]
+) -> tuple[list[bytes], dict[Any, tuple[list[bytes], list[Any]]]]:
+    """A tier's answer for `keys`: the keys whose value is None, in order, and the
+    others grouped by `decoder_of[key]` (KeyError if absent), in the order first seen:
+    {decoder: (keys, values)}."""
+    if len(keys) != len(values):
+        raise ValueError("group: keys and values differ in length")
+    still: list[bytes] = []
+    groups: dict[Any, tuple[list[bytes], list[Any]]] = {}
+    for key, value in zip(keys, values, strict=True):
+        if value is None:
+            still.append(key)
+            continue
+        decoder = decoder_of[key]
+        entry = groups.get(decoder)
+        if entry is None:
+            groups[decoder] = entry = ([], [])
+        entry[0].append(key)
+        entry[1].append(value)
+    return still, groups
+
+
+def py_resp_command(args: Sequence[bytes]) -> bytes:
+    """A Redis command in RESP: an array of bulk strings."""
+    if not all(type(a) is bytes for a in args):
+        raise TypeError("resp_command: expected bytes")
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
+
+
 def py_unrendered(rows: list[Any]) -> list[int]:
     """The indexes, in order, of the rows (tuples) whose JSON slot, item 1, is not bytes:
     rows `ViewCodec.bare` decoded, which a reader that serves JSON renders first
@@ -424,6 +454,12 @@ maybe_stored: Callable[[np.ndarray, int, list[bytes]], list[int]] = (
 )
 Table: Callable[..., PyTable] = _native.Table if _native is not None else PyTable
 misses: Callable[[list[Any], Any], list[int]] = _native.misses if _native is not None else py_misses
+group: Callable[..., tuple[list[bytes], dict[Any, tuple[list[bytes], list[Any]]]]] = (
+    _native.group if _native is not None else py_group
+)
+resp_command: Callable[[Sequence[bytes]], bytes] = (
+    _native.resp_command if _native is not None else py_resp_command
+)
 unrendered: Callable[[list[Any]], list[int]] = (
     _native.unrendered if _native is not None else py_unrendered
 )

@@ -31,6 +31,8 @@ from typing import Any
 import hiredis
 from redis.connection import parse_url
 
+from service import native
+
 
 class RespError(Exception):
     """Redis answered with an error, or the connection failed."""
@@ -100,9 +102,9 @@ class _Connection(asyncio.Protocol):
 
 
 def pack(*args: bytes) -> bytes:
-    """A command in RESP: an array of bulk strings (hiredis packs it in C: 9 us for an
-    MGET of 101 keys, against 15 us for the same bytes joined in Python)."""
-    return hiredis.pack_command(args)  # type: ignore[arg-type]  # (its stub: a 1-tuple)
+    """A command in RESP: an array of bulk strings (native.resp_command; an MGET of 101
+    keys took 8.6 us in hiredis.pack_command, 13.7 joined in Python)."""
+    return native.resp_command(args)
 
 
 class RespReader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import hiredis
 import numpy as np
 import pytest
 from hypothesis import given
@@ -74,6 +75,56 @@ def test_misses_are_the_same(values: list[Any]) -> None:
     assert got == native.py_misses(values, MISS)
     assert [values[i] is MISS for i in got] == [True] * len(got)
     assert len(got) == sum(v is MISS for v in values)
+
+
+DECODERS = (object(), object(), object())
+
+
+@given(
+    answer=st.lists(
+        st.tuples(st.binary(max_size=12), st.one_of(st.none(), st.binary(max_size=20)),
+                  st.sampled_from(DECODERS)),
+        max_size=200,
+    )
+)  # fmt: skip
+def test_a_tier_answer_is_grouped_the_same(answer: list[tuple[bytes, bytes | None, Any]]) -> None:
+    decoder_of = {key: decoder for key, _, decoder in answer}
+    keys = list(decoder_of)  # one value per key, as a tier answers
+    values = [next(v for k, v, _ in answer if k == key) for key in keys]
+    still, groups = compiled.group(keys, values, decoder_of)
+    want = native.py_group(keys, values, decoder_of)
+    assert (still, groups) == want and list(groups) == list(want[1])  # the same order
+    assert still == [k for k, v in zip(keys, values, strict=True) if v is None]
+    for decoder, (group_keys, group_values) in groups.items():
+        assert all(decoder_of[k] is decoder for k in group_keys)
+        assert group_values == [values[keys.index(k)] for k in group_keys]
+    assert sum(len(k) for k, _ in groups.values()) + len(still) == len(keys)
+
+
+def test_grouping_refuses_a_key_without_decoder_or_unequal_lengths() -> None:
+    for group in (compiled.group, native.py_group):
+        with pytest.raises(KeyError):
+            group([b"a", b"b"], [b"1", b"2"], {b"a": DECODERS[0]})
+        with pytest.raises(ValueError, match="length"):
+            group([b"a"], [], {b"a": DECODERS[0]})
+    with pytest.raises(TypeError):
+        compiled.group((b"a",), [b"1"], {b"a": DECODERS[0]})
+
+
+@given(args=st.lists(st.binary(max_size=600), max_size=120))
+def test_a_redis_command_is_packed_as_hiredis_packs_it(args: list[bytes]) -> None:
+    want = hiredis.pack_command(tuple(args)) if args else b"*0\r\n"
+    assert compiled.resp_command(args) == native.py_resp_command(args) == want
+    assert compiled.resp_command(tuple(args)) == want
+
+
+def test_a_redis_command_of_anything_but_bytes_is_refused() -> None:
+    for bad in ([b"GET", "k"], [b"GET", 1], [b"GET", bytearray(b"k")]):
+        for pack in (compiled.resp_command, native.py_resp_command):
+            with pytest.raises(TypeError):
+                pack(bad)
+    with pytest.raises(TypeError):
+        compiled.resp_command(b"GET")
 
 
 def test_misses_refuse_what_is_not_a_list() -> None:
