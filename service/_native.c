@@ -294,7 +294,11 @@ group(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (entry == NULL) {
                 if (PyErr_Occurred())
                     goto fail;
-                entry = Py_BuildValue("(NN)", PyList_New(0), PyList_New(0));
+                PyObject *group_keys = PyList_New(0), *group_values = PyList_New(0);
+                entry = group_keys && group_values ? PyTuple_Pack(2, group_keys, group_values)
+                                                   : NULL;
+                Py_XDECREF(group_keys);
+                Py_XDECREF(group_values);
                 if (entry == NULL)
                     goto fail;
                 int bad = PyDict_SetItem(groups, decoder, entry);
