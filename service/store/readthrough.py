@@ -239,32 +239,12 @@ class ReadThrough(Generic[V]):
         can tell it is unchanged (`unchanged`: a view's codec, service/core/codec.py):
         rows read again at expiry or by refresh-ahead cost a tier read, no decoding.
         Many values are decoded per decoder in one batch where the decoder can
-        (`decode_rows`). With L1 off (a cold read) every key is new: grouping them by
-        decoder is one compiled call (native.group: 11.5 us in Python for 101 keys)."""
+        (`decode_rows`); they are grouped by decoder in one compiled call
+        (native.group: 11.5 us in Python for 101 keys)."""
         fill: list[tuple[bytes, bytes]] = []
-        if not self.l1.max_rows:
-            still, groups = native.group(keys, values, missed)
-        else:
-            still = []
-            groups = {}
-            peek = self.l1.peek
-            for key, raw in zip(keys, values, strict=True):
-                if raw is None:
-                    still.append(key)
-                    continue
-                decode = missed[key]
-                old = peek(key)
-                if old is not None and old is not MISS:
-                    same = getattr(decode, "unchanged", None)
-                    if same is not None and same(raw, old):
-                        found[key] = old
-                        fill.append((key, raw))
-                        continue
-                group = groups.get(decode)
-                if group is None:
-                    groups[decode] = group = ([], [])
-                group[0].append(key)
-                group[1].append(raw)
+        if self.l1.max_rows:  # with L1 off (a cold read) every key is new
+            keys, values = self._keep_unchanged(keys, values, missed, found, fill)
+        still, groups = native.group(keys, values, missed)
         for decode, (group_keys, raws) in groups.items():
             if not self._bare and not hasattr(decode, "render"):
                 self._bare = True  # from now on, readers that render check their rows
@@ -286,6 +266,32 @@ class ReadThrough(Generic[V]):
         if fill:
             self._fill(depth, fill)
         return still
+
+    def _keep_unchanged(
+        self,
+        keys: list[bytes],
+        values: list[bytes | None],
+        missed: dict[bytes, Decoder[V]],
+        found: dict[bytes, Any],
+        fill: list[tuple[bytes, bytes]],
+    ) -> tuple[list[bytes], list[bytes | None]]:
+        """Put in `found` (and `fill`) the rows L1 holds whose value is the one read
+        (`unchanged`); the other keys and values, in order, for decoding."""
+        peek = self.l1.peek
+        rest_keys: list[bytes] = []
+        rest_values: list[bytes | None] = []
+        for key, raw in zip(keys, values, strict=True):
+            if raw is not None:
+                old = peek(key)
+                if old is not None and old is not MISS:
+                    same = getattr(missed[key], "unchanged", None)
+                    if same is not None and same(raw, old):
+                        found[key] = old
+                        fill.append((key, raw))
+                        continue
+            rest_keys.append(key)
+            rest_values.append(raw)
+        return rest_keys, rest_values
 
     def _cache(self, found: dict[bytes, Any], stale: Collection[bytes]) -> None:
         """Put what was found in L1, except UNAVAILABLE and keys written meanwhile."""
