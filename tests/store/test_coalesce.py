@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.store import coalesce
 from service.store.base import UNAVAILABLE
 from service.store.coalesce import Coalescer, Flight
 
@@ -69,5 +73,116 @@ def test_a_deadline_passed_answers_unavailable() -> None:
         got = await coalescer.get(dict.fromkeys([b"a"]), loop.time() + 0.01)
         assert got == {b"a": UNAVAILABLE}
         await coalescer.close()
+
+    asyncio.run(main())
+
+
+def test_misses_of_one_turn_share_one_fetch_and_each_gets_its_own_keys() -> None:
+    calls: list[list[bytes]] = []
+
+    async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
+        calls.append(sorted(keys))
+        await asyncio.sleep(0)
+        return {k: b"v" + k for k in keys}
+
+    async def main() -> None:
+        coalescer = Coalescer(fetch)
+        got = await asyncio.gather(
+            coalescer.get(dict.fromkeys([b"a", b"b"]), None),
+            coalescer.get(dict.fromkeys([b"b", b"c"]), None),
+            coalescer.get(dict.fromkeys([b"a"]), None),
+        )
+        assert calls == [[b"a", b"b", b"c"]]
+        for asked, answer in zip([[b"a", b"b"], [b"b", b"c"], [b"a"]], got, strict=True):
+            assert {k: answer[k] for k in asked} == {k: b"v" + k for k in asked}
+        # The next turn's misses start a fetch of their own.
+        assert await coalescer.get(dict.fromkeys([b"a", b"d"]), None) == {b"a": b"va", b"d": b"vd"}
+        assert calls[1:] == [[b"a", b"d"]]
+
+    asyncio.run(main())
+
+
+def test_a_write_closes_the_open_flight_and_an_open_flight_stops_at_its_size(
+    monkeypatch: Any,
+) -> None:
+    calls: list[list[bytes]] = []
+
+    async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
+        calls.append(sorted(keys))
+        return {k: b"v" + k for k in keys}
+
+    async def main() -> None:
+        coalescer = Coalescer(fetch)
+
+        async def write_then_read() -> dict[bytes, Any]:
+            coalescer.forget([b"a"])  # `first` has opened a flight, not yet started
+            return await coalescer.get(dict.fromkeys([b"a", b"b"]), None)
+
+        first = asyncio.ensure_future(coalescer.get(dict.fromkeys([b"a"]), None))
+        second = asyncio.ensure_future(write_then_read())
+        assert await first == {b"a": b"va"}
+        assert await second == {b"a": b"va", b"b": b"vb"}
+        assert calls == [[b"a"], [b"a", b"b"]]
+
+        calls.clear()
+        monkeypatch.setattr(coalesce, "MAX_OPEN_KEYS", 2)
+        keys = [b"a", b"b", b"c", b"d", b"e"]
+        got = await asyncio.gather(*(coalescer.get(dict.fromkeys([k]), None) for k in keys))
+        assert [g[k] for g, k in zip(got, keys, strict=True)] == [b"v" + k for k in keys]
+        assert calls == [[b"a", b"b"], [b"c", b"d"], [b"e"]]
+
+    asyncio.run(main())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["read", "write", "turn"]),
+            st.lists(st.sampled_from([b"a", b"b", b"c", b"d"]), min_size=1, max_size=3),
+            st.integers(0, 3),
+        ),
+        max_size=30,
+    )
+)
+def test_no_read_returns_a_value_older_than_a_write_before_it_started(
+    ops: list[tuple[str, list[bytes], int]],
+) -> None:
+    """Reads, writes and turns of the loop in any order, fetches taking 0-3 turns: every
+    read gets every key it asked, none older than the last write before the read."""
+    stored = dict.fromkeys([b"a", b"b", b"c", b"d"], 0)
+
+    async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
+        read = {k: stored[k] for k in keys}  # what the tier holds when the fetch starts
+        for _ in range(keys_delay[0]):
+            await asyncio.sleep(0)
+        return read
+
+    keys_delay = [0]
+
+    async def main() -> None:
+        coalescer = Coalescer(fetch)
+        reads = []
+
+        async def read(keys: list[bytes]) -> None:
+            floor = {k: stored[k] for k in keys}
+            got = await coalescer.get(dict.fromkeys(keys), None)
+            reads.append((floor, {k: got[k] for k in keys}))
+
+        tasks = []
+        for op, keys, n in ops:
+            keys_delay[0] = n
+            if op == "read":
+                tasks.append(asyncio.ensure_future(read(keys)))
+            elif op == "write":
+                for k in keys:
+                    stored[k] += 1
+                coalescer.forget(keys)
+            else:
+                for _ in range(n):
+                    await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        for floor, got in reads:
+            assert all(got[k] >= floor[k] for k in floor), (floor, got)
 
     asyncio.run(main())
