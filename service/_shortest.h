@@ -59,6 +59,60 @@ mul_shift(uint64_t m, const uint64_t t[2], int32_t j)
     return (uint64_t)(((low >> 64) + high) >> (j - 64));
 }
 
+/* The digit dropping of `shortest` and `shortest32`, on their locals vr, vp, vm, last,
+ * dropped (and vr_exact, vm_exact): drop the lowest N digits (P = 10^N) of vr, vp and
+ * vm at once, keeping in `last` the highest digit dropped from vr, the one that rounds.
+ * Whether the interval holds a number with k digits fewer (vp / 10^k > vm / 10^k) only
+ * turns false as k grows, and so does whether vm ends in k zeros: dropping 8, 4, 2, then
+ * 1 digit at a time where that holds drops as many digits as one at a time would, and
+ * the same ones. One at a time, a value with few digits (10.09, 0.5, an integer) took
+ * 15 steps of three divisions: 41-51 ns a double against 31 for one with 17 digits. */
+#define DROP_DIGITS(P, N)                                                              \
+    do {                                                                               \
+        const __typeof__(vr) q_ = vr / (P);                                            \
+        last = (int)((vr - q_ * (P)) / ((P) / 10));                                    \
+        vr = q_;                                                                       \
+        vp /= (P);                                                                     \
+        vm /= (P);                                                                     \
+        dropped += (N);                                                                \
+    } while (0)
+/* The same where vr_exact and vm_exact are tracked: vm_exact holds while every digit
+ * dropped from vm is 0; vr_exact while every digit dropped from vr but the last is. */
+#define DROP_DIGITS_EXACT(P, N)                                                        \
+    do {                                                                               \
+        const __typeof__(vr) rest_ = vr % (P);                                         \
+        vm_exact &= vm % (P) == 0;                                                     \
+        vr_exact &= last == 0 && rest_ % ((P) / 10) == 0;                              \
+        DROP_DIGITS(P, N);                                                             \
+    } while (0)
+/* Drop digits while the interval holds a shorter number (see above). A value with all
+ * the digits its width needs drops none, one or two: those are tried first. */
+#define DROP_WHILE_SHORTER(DROP)                                                       \
+    do {                                                                               \
+        if (vp / 100 > vm / 100) {                                                     \
+            while (vp / 100000000 > vm / 100000000)                                    \
+                DROP(100000000, 8);                                                    \
+            if (vp / 10000 > vm / 10000)                                               \
+                DROP(10000, 4);                                                        \
+            if (vp / 100 > vm / 100)                                                   \
+                DROP(100, 2);                                                          \
+        }                                                                              \
+        if (vp / 10 > vm / 10)                                                         \
+            DROP(10, 1);                                                               \
+    } while (0)
+/* Drop the zeros vm ends with (vm > 0; vm_exact is known to hold). */
+#define DROP_ZEROS_OF_VM()                                                             \
+    do {                                                                               \
+        while (vm % 100000000 == 0)                                                    \
+            DROP_DIGITS_EXACT(100000000, 8);                                           \
+        if (vm % 10000 == 0)                                                           \
+            DROP_DIGITS_EXACT(10000, 4);                                               \
+        if (vm % 100 == 0)                                                             \
+            DROP_DIGITS_EXACT(100, 2);                                                 \
+        if (vm % 10 == 0)                                                              \
+            DROP_DIGITS_EXACT(10, 1);                                                  \
+    } while (0)
+
 /* Whether 5^p divides v (v > 0). */
 static inline int
 divisible_by_pow5(uint64_t v, int32_t p)
@@ -126,37 +180,15 @@ shortest(uint64_t m2, int32_t e2, int narrow_below, int32_t *exp10)
     int last = 0; /* the last digit dropped from vr */
     uint64_t out;
     if (vm_exact || vr_exact) {
-        while (vp / 10 > vm / 10) {
-            vm_exact &= vm % 10 == 0;
-            vr_exact &= last == 0;
-            last = (int)(vr % 10);
-            vr /= 10;
-            vp /= 10;
-            vm /= 10;
-            dropped++;
-        }
-        if (vm_exact) { /* the lower bound is in: drop the zeros it ends with, too */
-            while (vm % 10 == 0) {
-                vr_exact &= last == 0;
-                last = (int)(vr % 10);
-                vr /= 10;
-                vp /= 10;
-                vm /= 10;
-                dropped++;
-            }
-        }
+        DROP_WHILE_SHORTER(DROP_DIGITS_EXACT);
+        if (vm_exact) /* the lower bound is in: drop the zeros it ends with, too */
+            DROP_ZEROS_OF_VM();
         if (vr_exact && last == 5 && vr % 2 == 0)
             last = 4; /* an exact tie: to even */
         out = vr + ((vr == vm && (!bounds_read_back || !vm_exact)) || last >= 5);
     }
     else {
-        while (vp / 10 > vm / 10) {
-            last = (int)(vr % 10);
-            vr /= 10;
-            vp /= 10;
-            vm /= 10;
-            dropped++;
-        }
+        DROP_WHILE_SHORTER(DROP_DIGITS);
         out = vr + (vr == vm || last >= 5);
     }
     *exp10 = e10 + dropped;
@@ -243,37 +275,15 @@ shortest32(uint32_t m2, int32_t e2, int narrow_below, int32_t *exp10)
     int32_t dropped = 0;
     uint32_t out;
     if (vm_exact || vr_exact) {
-        while (vp / 10 > vm / 10) {
-            vm_exact &= vm % 10 == 0;
-            vr_exact &= last == 0;
-            last = (int)(vr % 10);
-            vr /= 10;
-            vp /= 10;
-            vm /= 10;
-            dropped++;
-        }
-        if (vm_exact) {
-            while (vm % 10 == 0) {
-                vr_exact &= last == 0;
-                last = (int)(vr % 10);
-                vr /= 10;
-                vp /= 10;
-                vm /= 10;
-                dropped++;
-            }
-        }
+        DROP_WHILE_SHORTER(DROP_DIGITS_EXACT);
+        if (vm_exact)
+            DROP_ZEROS_OF_VM();
         if (vr_exact && last == 5 && vr % 2 == 0)
             last = 4;
         out = vr + ((vr == vm && (!bounds_read_back || !vm_exact)) || last >= 5);
     }
     else {
-        while (vp / 10 > vm / 10) {
-            last = (int)(vr % 10);
-            vr /= 10;
-            vp /= 10;
-            vm /= 10;
-            dropped++;
-        }
+        DROP_WHILE_SHORTER(DROP_DIGITS);
         out = vr + (vr == vm || last >= 5);
     }
     *exp10 = e10 + dropped;

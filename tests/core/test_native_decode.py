@@ -61,6 +61,25 @@ def test_random_bit_patterns_are_written_as_orjson_writes_them(
     assert compiled.json_numbers(values.tobytes(), width) == orjson_of(values)
 
 
+@pytest.mark.parametrize("dtype,width", [(np.float32, 4), (np.float64, 8)])
+def test_numbers_with_few_digits_are_written_as_orjson_writes_them(dtype: type, width: int) -> None:
+    """Values whose shortest decimal is far shorter than their width's (2 decimals, an
+    integer, a dyadic fraction like 0.25): the formatter drops many digits, 8, 4, 2 and 1
+    at a time (service/_shortest.h), where random bit patterns drop one or two."""
+    rng = np.random.default_rng(20261207)
+    parts = []
+    for digits in range(1, 18):  # every count of significant digits a double can need
+        mantissas = rng.integers(1, 10**digits, 2_000, dtype=np.int64)
+        parts.append(mantissas * 10.0 ** rng.integers(-30, 30, 2_000))
+    parts.append(np.round(rng.random(20_000) * 1000, 2))
+    parts.append(np.floor(rng.random(20_000) * 2.0 ** rng.integers(1, 64, 20_000)))
+    parts.append(rng.integers(-(2**20), 2**20, 20_000) / 2.0 ** rng.integers(0, 60, 20_000))
+    with np.errstate(over="ignore"):
+        values = np.concatenate(parts).astype(dtype)
+    values = values[np.isfinite(values)]
+    assert compiled.json_numbers(values.tobytes(), width) == orjson_of(values)
+
+
 @given(st.lists(st.floats(width=32), max_size=50), st.lists(st.floats(), max_size=50))
 def test_drawn_numbers_and_non_finite_ones_are_written_as_orjson_writes_them(
     floats: list[float], doubles: list[float]
