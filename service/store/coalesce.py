@@ -15,14 +15,6 @@ old value: they started before the write was acknowledged.
     reader B --get--> joins k1's flight; waits with B's own deadline
     write k1 -------> forget(k1): flight detached, k1 marked stale
     reader C --get--> new flight for k1
-
-Misses of requests that run in the same turn of the event loop share one fetch: a
-fetch task takes its keys when it first runs, in the loop's next turn, and until then
-the flight is *open* and takes the keys of other requests' misses too, up to
-MAX_OPEN_KEYS. A saturated server parses several requests per wake-up, so this
-replaces several tier calls (a Redis MGET, its reply's wake-up, a fetch task, a batch
-decode per view) by one; each request still waits with its own deadline. It adds no
-wait: the fetch starts when it would have started alone.
 """
 
 from __future__ import annotations
@@ -37,24 +29,16 @@ from service.store.base import UNAVAILABLE
 K = bytes
 D = TypeVar("D")  # what the fetch needs per key (a decoder)
 log = logging.getLogger(__name__)
-# An open flight takes other requests' keys while it holds fewer than this many: about
-# ten requests' misses of a user and 100 rooms, one MGET of a few hundred KB.
-MAX_OPEN_KEYS = 1024
 
 
 class Flight:
-    """One fetch of some keys; `stale` holds its keys written since it started.
+    """One fetch of some keys; `stale` holds its keys written since it started."""
 
-    `parts` holds the keys (with what the fetch needs per key) given to it while it
-    was open, one dict per request, until the fetch takes them; `size` counts them."""
+    __slots__ = ("stale", "task")
 
-    __slots__ = ("parts", "size", "stale", "task")
-
-    def __init__(self, keys: dict[K, Any]) -> None:
+    def __init__(self) -> None:
         self.stale: set[bytes] = set()
         self.task: asyncio.Task[dict[bytes, Any]] | None = None
-        self.parts: list[dict[K, Any]] = [keys]
-        self.size = len(keys)
 
 
 Fetch = Callable[[dict[K, D], Flight], Awaitable[dict[K, Any]]]
@@ -105,8 +89,7 @@ async def _wait(tasks: set[asyncio.Task[Any]], deadline: float | None) -> None:
 
 
 class Coalescer(Generic[D]):
-    """Runs `fetch(missed, flight)` once per set of keys no flight already covers, the
-    misses of one turn of the loop together (the module doc).
+    """Runs `fetch(missed, flight)` once per set of keys no flight already covers.
 
     `fetch` returns a value (or None, not stored, or UNAVAILABLE) per key; it is told
     its flight so that it can skip caching the keys in `flight.stale`.
@@ -116,7 +99,6 @@ class Coalescer(Generic[D]):
         self._fetch = fetch
         self._flights: dict[K, Flight] = {}
         self._tasks: set[asyncio.Task[dict[K, Any]]] = set()
-        self._open: Flight | None = None  # a flight whose fetch has not yet started
 
     def __repr__(self) -> str:
         return f"<Coalescer [{len(self._flights)} keys in {len(self._tasks)} fetches]>"
@@ -124,8 +106,7 @@ class Coalescer(Generic[D]):
     async def get(self, missed: dict[K, D], deadline: float | None) -> dict[K, Any]:
         """A value per key of `missed`; UNAVAILABLE where none arrived by `deadline`
         (the event loop's clock; None: wait for the fetch). The dict returned may be
-        the fetch's own, shared with other readers and holding their keys as well:
-        read the keys of `missed` in it, do not change it."""
+        the fetch's own, shared with other readers: read it, do not change it."""
         flight, others = self._launch(missed)
         tasks = {f.task for f in others.values() if f.task is not None}
         if flight is not None and flight.task is not None:
@@ -137,7 +118,7 @@ class Coalescer(Generic[D]):
         mine: dict[K, Any] | None = None
         if task is not None and task.done() and not task.cancelled():
             mine = task.result()  # every key of the flight, unless the fetch failed
-        if mine is None or len(mine) != flight.size:
+        if mine is None or len(mine) != len(missed) - len(others):
             mine = {k: _answer(flight, k) for k in missed if k not in others}
         if not others:
             return mine
@@ -151,54 +132,28 @@ class Coalescer(Generic[D]):
         self._launch(keys)
 
     def _launch(self, missed: dict[K, D]) -> tuple[Flight | None, dict[K, Flight]]:
-        """The flight that fetches the keys of `missed` no other flight covers (None if
-        there are none): the open one, which takes them, or a new one, then open; and
-        the other flights that cover the rest."""
+        """A new flight for the keys no flight under way covers (None if there are none),
+        and the flights under way that cover the others."""
         flights = self._flights
-        current = self._open
-        if current is not None and current.size >= MAX_OPEN_KEYS:
-            current = self._open = None
         others: dict[K, Flight] = {}
         mine = missed
-        joined = 0  # keys of `missed` the open flight already has
         if flights:
             for key in missed:
                 f = flights.get(key)
                 if f is not None:
-                    if f is current:
-                        joined += 1
-                    else:
-                        others[key] = f
-            if others or joined:
-                mine = {k: d for k, d in missed.items() if k not in flights}
-        if current is not None:
-            if mine:
-                current.parts.append(mine)
-                current.size += len(mine)
-                flights.update(dict.fromkeys(mine, current))
-            elif not joined:
-                return None, others
-            return current, others
+                    others[key] = f
+            if others:
+                mine = {k: d for k, d in missed.items() if k not in others}
         if not mine:
             return None, others
-        flight = Flight(mine)
-        task = asyncio.get_running_loop().create_task(self._run(flight))
+        flight = Flight()
+        task = asyncio.get_running_loop().create_task(self._run(mine, flight))
         flight.task = task
         self._tasks.add(task)
-        self._open = flight
         flights.update(dict.fromkeys(mine, flight))
         return flight, others
 
-    async def _run(self, flight: Flight) -> dict[K, Any]:
-        if self._open is flight:  # its keys are taken now: later misses start another
-            self._open = None
-        parts = flight.parts
-        keys = parts[0]
-        if len(parts) > 1:
-            keys = {}
-            for part in parts:
-                keys.update(part)
-        flight.parts = []
+    async def _run(self, keys: dict[K, D], flight: Flight) -> dict[K, Any]:
         try:
             return await self._fetch(keys, flight)
         except Exception:  # a bug below: the readers get UNAVAILABLE, not an exception
@@ -212,8 +167,7 @@ class Coalescer(Generic[D]):
             self._tasks.discard(flight.task)  # type: ignore[arg-type]
 
     def forget(self, keys: Sequence[K] | Any) -> None:
-        """`keys` were written: detach their fetches under way (see the module doc), and
-        close the open flight if it has one of them."""
+        """`keys` were written: detach their fetches under way (see the module doc)."""
         flights = self._flights
         if not flights:
             return
@@ -221,19 +175,15 @@ class Coalescer(Generic[D]):
             flight = flights.pop(key, None)
             if flight is not None:
                 flight.stale.add(key)
-                if flight is self._open:
-                    self._open = None
 
     def forget_all(self) -> None:
         """Every key may have been written (a lost notification): detach every fetch."""
         for key, flight in self._flights.items():
             flight.stale.add(key)
         self._flights.clear()
-        self._open = None
 
     async def close(self) -> None:
         """Cancel the fetches under way."""
-        self._open = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

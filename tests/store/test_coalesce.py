@@ -8,7 +8,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.store import coalesce
 from service.store.base import UNAVAILABLE
 from service.store.coalesce import Coalescer, Flight
 
@@ -73,63 +72,6 @@ def test_a_deadline_passed_answers_unavailable() -> None:
         got = await coalescer.get(dict.fromkeys([b"a"]), loop.time() + 0.01)
         assert got == {b"a": UNAVAILABLE}
         await coalescer.close()
-
-    asyncio.run(main())
-
-
-def test_misses_of_one_turn_share_one_fetch_and_each_gets_its_own_keys() -> None:
-    calls: list[list[bytes]] = []
-
-    async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
-        calls.append(sorted(keys))
-        await asyncio.sleep(0)
-        return {k: b"v" + k for k in keys}
-
-    async def main() -> None:
-        coalescer = Coalescer(fetch)
-        got = await asyncio.gather(
-            coalescer.get(dict.fromkeys([b"a", b"b"]), None),
-            coalescer.get(dict.fromkeys([b"b", b"c"]), None),
-            coalescer.get(dict.fromkeys([b"a"]), None),
-        )
-        assert calls == [[b"a", b"b", b"c"]]
-        for asked, answer in zip([[b"a", b"b"], [b"b", b"c"], [b"a"]], got, strict=True):
-            assert {k: answer[k] for k in asked} == {k: b"v" + k for k in asked}
-        # The next turn's misses start a fetch of their own.
-        assert await coalescer.get(dict.fromkeys([b"a", b"d"]), None) == {b"a": b"va", b"d": b"vd"}
-        assert calls[1:] == [[b"a", b"d"]]
-
-    asyncio.run(main())
-
-
-def test_a_write_closes_the_open_flight_and_an_open_flight_stops_at_its_size(
-    monkeypatch: Any,
-) -> None:
-    calls: list[list[bytes]] = []
-
-    async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
-        calls.append(sorted(keys))
-        return {k: b"v" + k for k in keys}
-
-    async def main() -> None:
-        coalescer = Coalescer(fetch)
-
-        async def write_then_read() -> dict[bytes, Any]:
-            coalescer.forget([b"a"])  # `first` has opened a flight, not yet started
-            return await coalescer.get(dict.fromkeys([b"a", b"b"]), None)
-
-        first = asyncio.ensure_future(coalescer.get(dict.fromkeys([b"a"]), None))
-        second = asyncio.ensure_future(write_then_read())
-        assert await first == {b"a": b"va"}
-        assert await second == {b"a": b"va", b"b": b"vb"}
-        assert calls == [[b"a"], [b"a", b"b"]]
-
-        calls.clear()
-        monkeypatch.setattr(coalesce, "MAX_OPEN_KEYS", 2)
-        keys = [b"a", b"b", b"c", b"d", b"e"]
-        got = await asyncio.gather(*(coalescer.get(dict.fromkeys([k]), None) for k in keys))
-        assert [g[k] for g, k in zip(got, keys, strict=True)] == [b"v" + k for k in keys]
-        assert calls == [[b"a", b"b"], [b"c", b"d"], [b"e"]]
 
     asyncio.run(main())
 
