@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import re
 import sys
 import tempfile
 import urllib.request
@@ -71,21 +69,13 @@ def check_inputs(tree: Path, data_dir: Path) -> None:
 
 
 def tier_calls(metrics_text: str) -> dict[str, float]:
-    """Reads per tier (`livefeat_tier_operation_duration_seconds_count`, op get) and bundle
-    requests answered (both front ends) in a /metrics page."""
-    calls = {
-        m.group(1): float(m.group(2))
-        for m in re.finditer(
-            r'livefeat_tier_operation_duration_seconds_count\{op="get",tier="(\w+)"\} (\S+)',
-            metrics_text,
-        )
-    }
-    bundles = re.findall(
-        r'livefeat_requests_total\{code="(?:200|OK)",route="(?:/v1/bundle|GetBundle)"'
-        r"[^}]*\} (\S+)",
-        metrics_text,
-    )
-    return {**calls, "bundles": sum(float(b) for b in bundles)}
+    """Reads per tier (get calls) and bundle requests answered (both front ends) in a
+    /metrics page."""
+    calls = prepare.parse_tier_counters(metrics_text)["calls"]
+    reads = {k.split()[0]: v for k, v in calls.items() if k.endswith(" get")}
+    answered = prepare.parse_requests(metrics_text)
+    ok = ("/v1/bundle 200", "GetBundle OK")
+    return {**reads, "bundles": sum(answered.get(route, 0.0) for route in ok)}
 
 
 def summarize(rounds: list[dict[str, Any]], transports: list[str]) -> dict[str, Any]:
@@ -109,12 +99,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     check_inputs(args.other, args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="livefeat-ab-"))
     requests = prepare.make_requests(CANDIDATES, seed=CANDIDATES, count=args.requests)
-    files = {}
-    for transport in args.transports:
-        client = TRANSPORTS[transport]
-        files[transport] = work / f"requests.{client}.pickle"
-        encode = prepare.ENCODERS[client]
-        files[transport].write_bytes(pickle.dumps([encode(u, r) for u, r in requests]))
+    files = prepare.write_request_files(work, requests, args.transports)
     servers: dict[str, Server] = {}
     redis = None
     rounds: list[dict[str, Any]] = []
@@ -151,7 +136,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             rounds.append(row)
         calls = {}
         for name, server in servers.items():
-            with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=10) as r:
                 calls[name] = tier_calls(r.read().decode())
     finally:
         for server in servers.values():

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import pickle
 import platform
 import re
 import shutil
@@ -325,6 +326,34 @@ def parse_tier_counters(text: str) -> dict[str, Any]:
         elif name == "livefeat_write_behind_dropped_total":
             dropped[labels["tier"]] = value
     return {"keys": keys, "calls": calls, "write_behind_dropped": dropped}
+
+
+def parse_requests(text: str) -> dict[str, float]:
+    """Requests answered per "route code" (both front ends summed) in a Prometheus text
+    exposition of livefeat's /metrics."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == "livefeat_requests_total":
+            labels = dict(_LABEL.findall(m.group(2)))
+            route = f"{labels['route']} {labels['code']}"
+            out[route] = out.get(route, 0.0) + float(m.group(3))
+    return out
+
+
+def write_request_files(
+    work: Path, requests: list[Request], transports: Iterable[str]
+) -> dict[str, Path]:
+    """Each transport's pre-encoded requests, pickled in `work` for the client process."""
+    from loadtest.plan import TRANSPORTS
+
+    files = {}
+    for transport in transports:
+        client = TRANSPORTS[transport]
+        files[transport] = work / f"requests.{client}.pickle"
+        encode = ENCODERS[client]
+        files[transport].write_bytes(pickle.dumps([encode(u, r) for u, r in requests]))
+    return files
 
 
 def machine_info() -> dict[str, Any]:

@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import pickle
 import tempfile
 import threading
 import time
@@ -145,11 +144,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     prepare.ensure_demo(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="livefeat-workers-"))
     requests = prepare.make_requests(CANDIDATES, seed=CANDIDATES, count=args.requests)
-    files = {}
-    for transport, client in TRANSPORTS.items():
-        files[transport] = work / f"requests.{client}.pickle"
-        encode = prepare.ENCODERS[client]
-        files[transport].write_bytes(pickle.dumps([encode(u, r) for u, r in requests]))
+    files = prepare.write_request_files(work, requests, TRANSPORTS)
     redis = None
     runs: list[dict[str, Any]] = []
     try:

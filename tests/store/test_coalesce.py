@@ -93,14 +93,13 @@ def test_no_read_returns_a_value_older_than_a_write_before_it_started(
     """Reads, writes and turns of the loop in any order, fetches taking 0-3 turns: every
     read gets every key it asked, none older than the last write before the read."""
     stored = dict.fromkeys([b"a", b"b", b"c", b"d"], 0)
+    turns = {"fetch": 0}  # how many turns a fetch starting now takes (the last op's)
 
     async def fetch(keys: dict[bytes, Any], flight: Flight) -> dict[bytes, Any]:
         read = {k: stored[k] for k in keys}  # what the tier holds when the fetch starts
-        for _ in range(keys_delay[0]):
+        for _ in range(turns["fetch"]):
             await asyncio.sleep(0)
         return read
-
-    keys_delay = [0]
 
     async def main() -> None:
         coalescer = Coalescer(fetch)
@@ -113,7 +112,7 @@ def test_no_read_returns_a_value_older_than_a_write_before_it_started(
 
         tasks = []
         for op, keys, n in ops:
-            keys_delay[0] = n
+            turns["fetch"] = n
             if op == "read":
                 tasks.append(asyncio.ensure_future(read(keys)))
             elif op == "write":
