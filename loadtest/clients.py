@@ -405,9 +405,20 @@ CLIENTS: dict[str, Callable[[RunSpec, Sequence[bytes]], Any]] = {
     "grpc": grpc_run,
     "native-http1": _native("native-http1"),
     "native-grpc": _native("native-grpc"),
+    "native-grpc-h2": _native("native-grpc-h2"),
 }
 """Client protocols: the coroutine that runs one closed-loop run of pre-encoded requests.
-A ``native-`` kind reads the same request files as the kind it is named after."""
+A ``native-`` kind reads the same request files as the kind it is named after
+(`encoding_of`)."""
+
+
+ENCODING_OF = {"native-http1": "http1", "native-grpc": "grpc", "native-grpc-h2": "grpc"}
+"""A compiled client kind -> the kind whose request files (prepare.ENCODERS) it reads."""
+
+
+def encoding_of(kind: str) -> str:
+    """The client kind whose request files (prepare.ENCODERS) client `kind` reads."""
+    return ENCODING_OF.get(kind, kind)
 
 
 def _client_process(spec: RunSpec, kind: str, out: Connection) -> None:

@@ -3,14 +3,15 @@ same requests, same client, in one run (the figure is their throughput ratio).
 
     python -m loadtest.workers [--data-dir data/livefeat] [--stores embedded redis]
         [--transports http grpc] [--concurrency 16] [--duration 10] [--repetitions 2]
-        [--client python|native]
+        [--client python|native|native-h2]
 
 Per repetition, store and worker count (the order of 1 and 2 alternates per
 repetition), one server starts on the demo data (Redis mode: a clone of it and a
 redis-server of our own holding the rows the requests read), is measured once per
 transport by the benchmark's client process (loadtest/clients.py: bundles of 100
 candidates, closed loop at the given concurrency; `--client native`: the compiled
-load generator of loadtest/native/, which takes less CPU from the servers), then
+load generator of loadtest/native/, which takes less CPU from the servers;
+`--client native-h2`: the same, with gRPC written with nghttp2 instead of grpc++), then
 stopped by its pid. Reported per case: median throughput of each, the ratio, and the
 CPU of the load generator, of the server's processes (every worker) and of Redis.
 `--threads` adds each worker's CPU per thread over the measured window: the event
@@ -36,6 +37,12 @@ from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_url
 
 CANDIDATES = 100
+CLIENTS = {
+    "python": {"http": "http1", "grpc": "grpc"},
+    "native": {"http": "native-http1", "grpc": "native-grpc"},
+    "native-h2": {"http": "native-http1", "grpc": "native-grpc-h2"},
+}
+"""--client -> transport -> the client kind (loadtest/clients.py's CLIENTS)."""
 PRESENCE_BUILT = "presence filter built"
 
 
@@ -49,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--transports", nargs="+", choices=list(TRANSPORTS), default=["http", "grpc"])
     p.add_argument(
-        "--client", choices=["python", "native"], default="python",
-        help="the load generator: loadtest/clients.py's, or the compiled one (loadtest/native/)",
+        "--client", choices=list(CLIENTS), default="python",
+        help="the load generator: loadtest/clients.py's, or the compiled one (loadtest/native/; "
+        "native-h2: its gRPC calls written with nghttp2, without grpc++'s threads)",
     )  # fmt: skip
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
@@ -184,11 +192,10 @@ def run_server(
         for transport in args.transports:
             spec = RunSpec(HOST, server.port_for(transport), str(files[transport]),
                            args.concurrency, args.warmup, args.duration, pids)  # fmt: skip
-            kind = TRANSPORTS[transport]
             # Inside the client's window: it starts after the client process (about 1 s).
             window = (args.warmup + 1, args.duration - 1)
             sampler = ThreadSampler([p for _, p in servers], *window) if args.threads else None
-            got = run_client(spec, f"native-{kind}" if args.client == "native" else kind)
+            got = run_client(spec, CLIENTS[args.client][transport])
             server_cpu = sum(got[f"{role}_cpu_pct"] for role, _ in servers)
             row = {"store": store, "transport": transport, "workers": workers,
                    "throughput_rps": got["throughput_rps"], "errors": got["errors"],

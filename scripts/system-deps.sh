@@ -45,6 +45,7 @@ for what in "${want[@]}"; do
       command -v g++ >/dev/null || need_pkg g++
       command -v pkg-config >/dev/null || need_pkg pkg-config
       pkg-config --exists grpc++ 2>/dev/null || need_pkg libgrpc++-dev
+      pkg-config --exists libnghttp2 2>/dev/null || need_pkg libnghttp2-dev
       ;;
     kubectl)
       command -v kubectl >/dev/null || unavailable+=("kubectl (renders deploy/ with 'kubectl kustomize'): Debian 12 has no package for it; install it from the Kubernetes project's own apt repository or its release binary, then run this again")

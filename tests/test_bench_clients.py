@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from loadtest import prepare
-from loadtest.clients import RunSpec, run_client
+from loadtest.clients import RunSpec, encoding_of, run_client
 from loadtest.servers import HOST, echo_server
 
 pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` skips it
@@ -28,13 +28,14 @@ pytestmark = pytest.mark.process  # starts processes: `pytest -m "not process"` 
 @pytest.mark.parametrize(("transport", "client", "channels"), [
     ("http", "http1", "shared"), ("grpc", "grpc", "shared"), ("grpc", "grpc", "per-slot"),
     ("http", "native-http1", "shared"), ("grpc", "native-grpc", "shared"),
-    ("grpc", "native-grpc", "per-slot"),
+    ("grpc", "native-grpc", "per-slot"), ("grpc", "native-grpc-h2", "shared"),
+    ("grpc", "native-grpc-h2", "per-slot"),
 ])  # fmt: skip
 def test_client_against_echo(tmp_path: Path, transport: str, client: str, channels: str) -> None:
     body = tmp_path / "body"
     body.write_bytes(b'{"pad":"' + b"x" * 20_000 + b'"}')
     requests = tmp_path / "requests.pickle"
-    encode = prepare.ENCODERS[client.removeprefix("native-")]  # a native kind: the same bytes
+    encode = prepare.ENCODERS[encoding_of(client)]  # a native kind: the same bytes
     requests.write_bytes(pickle.dumps([encode(u, [u, u + 1]) for u in range(1, 50)]))
     server = echo_server(transport, f"echo-{transport}", body, tmp_path / "echo.log")
     server.start()
@@ -95,12 +96,14 @@ def _refusing_grpc_server() -> tuple[grpc.Server, int]:
     return server, port
 
 
-@pytest.mark.parametrize("client", ["http1", "native-http1", "grpc", "native-grpc"])
+@pytest.mark.parametrize(
+    "client", ["http1", "native-http1", "grpc", "native-grpc", "native-grpc-h2"]
+)
 def test_client_counts_refusals_apart(tmp_path: Path, client: str) -> None:
     """Answers that are not OK are counted by status, apart from the good ones, by the
     Python and the compiled clients alike; their latencies stay out of `ok_latency_ms`."""
     requests = tmp_path / "requests.pickle"
-    encode = prepare.ENCODERS[client.removeprefix("native-")]
+    encode = prepare.ENCODERS[encoding_of(client)]
     requests.write_bytes(pickle.dumps([encode(u, [u, u + 1]) for u in range(10, 30)]))
     if client.endswith("http1"):
         httpd = http.server.ThreadingHTTPServer((HOST, 0), _RefusingHandler)

@@ -4,11 +4,13 @@ On a 2-core machine the load generator shares the cores with the servers it meas
 every millisecond of CPU it spends per request is taken from them. The Python clients
 of loadtest/clients.py cost about 0.05 ms (HTTP) and 0.2 ms (gRPC) per request; this
 one does the same closed-loop runs (same request files, same warm-up and window, the
-same CPU marks at the window's edges) in C++ with epoll (HTTP/1.1) and grpc++'s
-generic stub (gRPC), and its samples go through the same `Recorder.result`.
+same CPU marks at the window's edges) in C++ with epoll (HTTP/1.1), grpc++'s generic
+stub (gRPC, `native-grpc`) or gRPC's HTTP/2 frames written with nghttp2 in the same
+epoll loop (`native-grpc-h2`: no threads of its own), and its samples go through the
+same `Recorder.result`.
 
 It is built on first use into build/loadgen (again when loadgen.cc is newer) with g++
-and grpc++'s headers: `scripts/system-deps.sh loadgen` installs them.
+and the headers of grpc++ and nghttp2: `scripts/system-deps.sh loadgen` installs them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 SOURCE = Path(__file__).with_name("loadgen.cc")
 BINARY = Path(__file__).resolve().parents[2] / "build" / "loadgen"
-PROTOCOLS = {"native-http1": "http1", "native-grpc": "grpc"}
+PROTOCOLS = {"native-http1": "http1", "native-grpc": "grpc", "native-grpc-h2": "grpc-h2"}
 """Client kinds (as in clients.CLIENTS) -> the binary's protocol argument."""
 
 
@@ -38,13 +40,15 @@ def build() -> Path:
         return BINARY
     try:
         flags = subprocess.run(
-            ["pkg-config", "--cflags", "--libs", "grpc++"], check=True, capture_output=True,
+            ["pkg-config", "--cflags", "--libs", "grpc++", "libnghttp2"],
+            check=True,
+            capture_output=True,
             text=True,
-        ).stdout  # fmt: skip
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise RuntimeError(
-            "the native load generator needs g++, pkg-config and grpc++'s headers "
-            f"(run scripts/system-deps.sh loadgen): {exc}"
+            "the native load generator needs g++, pkg-config and the headers of grpc++ "
+            f"and nghttp2 (run scripts/system-deps.sh loadgen): {exc}"
         ) from exc
     BINARY.parent.mkdir(parents=True, exist_ok=True)
     tmp = BINARY.with_suffix(".tmp")
