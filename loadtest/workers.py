@@ -165,7 +165,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.repetitions):
             for store in args.stores:
                 for workers in (1, 2) if rep % 2 == 0 else (2, 1):
-                    runs += run_server(args, work, files, store, workers, redis)
+                    for row in run_server(args, work, files, store, workers, redis):
+                        runs.append({"repetition": rep, **row})
     finally:
         if redis is not None:
             redis.stop()
@@ -212,7 +213,10 @@ def run_server(
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per store and transport: medians for 1 and 2 workers and the throughput ratio."""
+    """Per store and transport: medians for 1 and 2 workers and the throughput ratio of
+    the medians (`ratio`); and each repetition's own ratio (its 2-worker run against its
+    1-worker run, measured minutes apart at most) with their median (`median_ratio`),
+    which the drift of a shared machine over a long run moves less."""
     out = []
     for store in dict.fromkeys(r["store"] for r in runs):
         for transport in dict.fromkeys(r["transport"] for r in runs):
@@ -224,8 +228,20 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "p99_ms"):  # fmt: skip
                     row[f"{key}_{workers}w"] = round(stats.median(r[key] for r in mine), 2)
             row["ratio"] = stats.ratio(row["throughput_rps_2w"], row["throughput_rps_1w"])
+            row["ratios"] = repetition_ratios(runs, store, transport)
+            row["median_ratio"] = round(stats.median(row["ratios"]), 3) if row["ratios"] else None
             out.append(row)
     return out
+
+
+def repetition_ratios(runs: list[dict[str, Any]], store: str, transport: str) -> list[float]:
+    """Per repetition that measured both, 2-worker throughput / 1-worker throughput."""
+    by_rep: dict[int, dict[int, float]] = {}
+    for r in runs:
+        if (r["store"], r["transport"]) == (store, transport) and "repetition" in r:
+            by_rep.setdefault(r["repetition"], {})[r["workers"]] = r["throughput_rps"]
+    ratios = (stats.ratio(got.get(2), got.get(1)) for _, got in sorted(by_rep.items()))
+    return [round(r, 3) for r in ratios if r is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
