@@ -4,7 +4,8 @@ One generic handler for ``/livefeat.v1.FeatureService/GetBundle`` with no reques
 deserializer and no response serializer: it takes the request bytes without parsing
 them and returns the same response bytes every time (a real GetBundle response, so the
 size matches). The server runs as livefeat's gRPC front end runs (service/server.py and
-service/grpc/server.py): grpc.aio on uvloop, the same server options. What livefeat
+service/grpc/server.py): grpc.aio on uvloop, the same server options, and the same
+choice of grpc's experiments (service/grpc_env.py). What livefeat
 costs on top of this is its own work: parsing, the core, the store and the encoding.
 
     python -m loadtest.echo_grpc --port 50090 --body-file response.bin
@@ -19,8 +20,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import grpc
-import uvloop
+from service.grpc_env import choose_serving_experiments
+
+choose_serving_experiments()  # grpc's runtime as `livefeat serve` chooses it, before import
+
+import grpc  # noqa: E402
+import uvloop  # noqa: E402
 
 SERVICE = "livefeat.v1.FeatureService"
 METHOD = "GetBundle"

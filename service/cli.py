@@ -190,6 +190,9 @@ def _consume(settings: Settings, topics: list[str], views: list[str]) -> None:
 
 def _serve(settings: Settings, args: argparse.Namespace, argv: list[str]) -> int:
     """One process, a worker of a supervisor, or the supervisor of N workers."""
+    from service.grpc_env import choose_serving_experiments
+
+    choose_serving_experiments()  # before grpc is imported (by the server, the supervisor)
     from service.served_log import check_served_log
     from service.workers.cpus import available_cpus
 

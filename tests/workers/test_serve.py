@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from service.client import LivefeatClient
+from service.grpc_env import SERVING_EXPERIMENTS
 from tests.conftest import LiveServer
 from tests.workers.support import children, get, post, reach_every_worker, worker_of
 
@@ -38,6 +39,12 @@ def test_two_workers_share_the_http_and_grpc_ports(
     bind failed would exit before listening on HTTP, and never answer here."""
     server = start_server(fresh_data_dir, "--workers", "2")
     assert len(children(server.pid)) == 2
+    # grpc's experiments, chosen by the supervisor before grpc was imported, reach every
+    # worker (an operator's own GRPC_EXPERIMENTS is kept: service/grpc_env.py).
+    expected = os.environ.get("GRPC_EXPERIMENTS", SERVING_EXPERIMENTS)
+    for pid in children(server.pid):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"GRPC_EXPERIMENTS={expected}".encode() in environ
     assert reach_every_worker(server, 2) == {0, 1}
     for _ in range(6):  # a new channel each time: either worker may take it
         with LivefeatClient(server.grpc_target) as client:
