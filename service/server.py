@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Iterator
@@ -175,7 +176,8 @@ async def serve(
                      grpc=address(settings.http_host, rpc.port), data_dir=str(settings.data_dir),
                      registry=str(settings.registry),
                      tiers=[t.name for t in core.store.tiers],
-                     native=native.IMPLEMENTATION, malloc=malloc)  # fmt: skip
+                     native=native.IMPLEMENTATION, malloc=malloc,
+                     grpc_experiments=os.environ.get("GRPC_EXPERIMENTS"))  # fmt: skip
             try:
                 await _first(signals.stop.wait(), http_task)
                 app.state.draining = True

@@ -1,11 +1,14 @@
-"""What `livefeat serve` says it runs with: the compiled per-row loops (service/native.py)
-and glibc's allocator kept from mapping each big answer afresh (service/server.py)."""
+"""What `livefeat serve` says it runs with: the compiled per-row loops (service/native.py),
+glibc's allocator kept from mapping each big answer afresh (service/server.py), and
+grpc's experiments chosen before grpc was imported (service/grpc_env.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
+from service.grpc_env import SERVING_EXPERIMENTS
 from tests.conftest import LiveServer
 
 
@@ -20,9 +23,11 @@ def serving_line(server: LiveServer, timeout_s: float = 10.0) -> dict[str, objec
         time.sleep(0.1)
 
 
-def test_a_server_runs_the_compiled_loops_and_keeps_big_buffers_in_the_heap(
+def test_a_server_says_what_it_runs_with(
     server: LiveServer,
 ) -> None:
     line = serving_line(server)
     assert line["native"] == "compiled"
     assert line["malloc"] == "glibc"
+    # an operator's own GRPC_EXPERIMENTS is kept; else livefeat's
+    assert line["grpc_experiments"] == os.environ.get("GRPC_EXPERIMENTS", SERVING_EXPERIMENTS)
