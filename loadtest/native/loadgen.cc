@@ -247,6 +247,15 @@ int connect_to(const Options& opt) {
   return fd;
 }
 
+// Makes `fd` non-blocking and has epoll `ep` report it readable, tagged with `index`.
+void watch(int ep, int fd, uint32_t index) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = index;
+  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
 class Http1Run {
  public:
   explicit Http1Run(Recorder& rec) : rec_(rec), conns_(rec.opt.concurrency) {
@@ -291,11 +300,7 @@ class Http1Run {
 
   void open(Conn& c) {
     c.fd = connect_to(rec_.opt);
-    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u32 = uint32_t(&c - conns_.data());
-    epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+    watch(ep_, c.fd, uint32_t(&c - conns_.data()));
   }
 
   void send(Conn& c) {
@@ -561,11 +566,7 @@ class H2GrpcRun {
     nghttp2_submit_settings(c.session, NGHTTP2_FLAG_NONE, settings, 2);
     nghttp2_session_set_local_window_size(c.session, NGHTTP2_FLAG_NONE, 0, 1 << 26);
     flush(c);  // the connection preface, before the socket goes non-blocking
-    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u32 = uint32_t(&c - conns_.data());
-    epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+    watch(ep_, c.fd, uint32_t(&c - conns_.data()));
   }
 
   void shut(H2Conn& c) {
