@@ -38,7 +38,7 @@ from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_
 
 CANDIDATES = 100
 CLIENTS = {
-    "python": {"http": "http1", "grpc": "grpc"},
+    "python": dict(TRANSPORTS),
     "native": {"http": "native-http1", "grpc": "native-grpc"},
     "native-h2": {"http": "native-http1", "grpc": "native-grpc-h2"},
 }

@@ -42,19 +42,19 @@ def test_grpc_reads_the_choice_only_at_import() -> None:
     """What the module relies on: grpc takes GRPC_EXPERIMENTS when it is imported. An
     unknown experiment named before the import is reported by grpc; named after, it is
     not read at all."""
-    probe = (
-        "import os\n"
-        "{before}\n"
-        "import grpc\n"
-        "{after}\n"
-        "server = grpc.server(__import__('concurrent.futures').futures.ThreadPoolExecutor(1))\n"
-        "server.stop(None)\n"
+    setting = "import os; os.environ['GRPC_EXPERIMENTS'] = 'livefeat_no_such_experiment'\n"
+    imported = "import grpc\n"
+    server = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "grpc.server(ThreadPoolExecutor(1)).stop(None)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
-    setting = "os.environ['GRPC_EXPERIMENTS'] = 'livefeat_no_such_experiment'"
     outs = {}
-    for when in ("before", "after"):
-        code = probe.format(**{when: setting, ("after" if when == "before" else "before"): ""})
+    # "after": set once grpc is imported, still before the server is made
+    for when, code in (
+        ("before", setting + imported + server),
+        ("after", imported + setting + server),
+    ):
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stderr

@@ -374,6 +374,8 @@ class Http1Run {
 
 // ------------------------------------------------------------------------- gRPC
 
+const char kMethodPath[] = "/livefeat.v1.FeatureService/GetBundle";  // both gRPC runs call it
+
 const char* code_name(grpc::StatusCode code) {
   static const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
@@ -458,7 +460,7 @@ class GrpcRun {
     const grpc::ByteBuffer& request = buffers_[cursor_];
     cursor_ = cursor_ + 1 < buffers_.size() ? cursor_ + 1 : 0;
     call->sent_ns = now_ns();
-    call->reader = stubs_[slot % stubs_.size()]->PrepareUnaryCall(&call->ctx, "/livefeat.v1.FeatureService/GetBundle",
+    call->reader = stubs_[slot % stubs_.size()]->PrepareUnaryCall(&call->ctx, kMethodPath,
                                                                  request, &cq_);
     call->reader->StartCall();
     call->reader->Finish(&call->response, &call->status, call);
@@ -468,8 +470,6 @@ class GrpcRun {
 
 
 // ------------------------------------------------------------------------- gRPC over nghttp2
-
-const char kMethodPath[] = "/livefeat.v1.FeatureService/GetBundle";
 
 struct H2Conn;
 
