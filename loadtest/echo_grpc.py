@@ -8,8 +8,12 @@ service/grpc/server.py): grpc.aio on uvloop, the same server options, and the sa
 choice of grpc's experiments (service/grpc_env.py). What livefeat
 costs on top of this is its own work: parsing, the core, the store and the encoding.
 
+With `--burn-us N` the handler first spins for N microseconds of the clock: a stand-in
+for a handler that works that long, with no memory traffic of its own
+(loadtest/grpc_share.py: what grpc.aio costs around a handler of a given cost).
+
     python -m loadtest.echo_grpc --port 50090 --body-file response.bin
-    python -m loadtest.echo_grpc --port 50090 --size 25000
+    python -m loadtest.echo_grpc --port 50090 --size 25000 [--burn-us 100]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,20 @@ MAX_MESSAGE_BYTES = 8 << 20  # livefeat's default max_body_bytes, its gRPC recei
 GRACE_S = 20
 
 
-def handler(body: bytes) -> grpc.GenericRpcHandler:
-    """GetBundle -> ``body``, request and response as raw bytes."""
+def spin(seconds: float) -> None:
+    """Busy for `seconds` of the monotonic clock (no sleep: the CPU stays in use)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def handler(body: bytes, burn_s: float = 0.0) -> grpc.GenericRpcHandler:
+    """GetBundle -> ``body``, request and response as raw bytes; with `burn_s`, after
+    spinning that long."""
 
     async def get_bundle(request: bytes, context: Any) -> bytes:
+        if burn_s:
+            spin(burn_s)
         return body
 
     return grpc.method_handlers_generic_handler(
@@ -44,19 +59,20 @@ def handler(body: bytes) -> grpc.GenericRpcHandler:
     )
 
 
-async def serve(body: bytes, host: str, port: int) -> None:
+async def serve(body: bytes, host: str, port: int, burn_s: float = 0.0) -> None:
     """Serve until SIGTERM or SIGINT, then stop with the grace livefeat gives calls."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
     )
-    server.add_generic_rpc_handlers((handler(body),))
+    server.add_generic_rpc_handlers((handler(body, burn_s),))
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"echo_grpc: serving {len(body)} bytes on {host}:{port}", flush=True)
+    burn = f", after {burn_s * 1e6:g} us of spinning" if burn_s else ""
+    print(f"echo_grpc: serving {len(body)} bytes on {host}:{port}{burn}", flush=True)
     await stop.wait()
     await server.stop(GRACE_S)
 
@@ -69,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body-file", type=Path, help="answer with the bytes of this file")
     body.add_argument("--size", type=int, help="answer with this many zero bytes")
+    p.add_argument("--burn-us", type=float, default=0.0,
+                   help="spin this many microseconds in each call before answering")  # fmt: skip
     args = p.parse_args(argv)
+    if args.burn_us < 0:
+        p.error("--burn-us: must be 0 or more")
     data = args.body_file.read_bytes() if args.body_file else bytes(args.size)
-    uvloop.run(serve(data, args.host, args.port))
+    uvloop.run(serve(data, args.host, args.port, args.burn_us / 1e6))
     return 0
 
 

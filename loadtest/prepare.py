@@ -341,6 +341,22 @@ def parse_requests(text: str) -> dict[str, float]:
     return out
 
 
+def duration_totals(text: str, transport: str, route: str, code: str) -> tuple[float, float]:
+    """(_sum, _count) of livefeat_request_duration_seconds for one transport, route and
+    code in a /metrics exposition ((0, 0) before its first request)."""
+    parts = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) in ("livefeat_request_duration_seconds_sum",
+                                "livefeat_request_duration_seconds_count"):  # fmt: skip
+            labels = dict(_LABEL.findall(m.group(2)))
+            if (labels.get("transport"), labels.get("route"), labels.get("code")) == (
+                transport, route, code,
+            ):  # fmt: skip
+                parts[m.group(1).rsplit("_", 1)[1]] = float(m.group(3))
+    return parts["sum"], parts["count"]
+
+
 def write_request_files(
     work: Path, requests: list[Request], transports: Iterable[str]
 ) -> dict[str, Path]:

@@ -228,8 +228,11 @@ def livefeat_server(
     return server
 
 
-def echo_server(transport: str, name: str, body_file: Path, log: Path) -> Server:
-    """The bare echo baseline of a transport, answering with the bytes of `body_file`."""
+def echo_server(
+    transport: str, name: str, body_file: Path, log: Path, burn_us: float = 0.0
+) -> Server:
+    """The bare echo baseline of a transport, answering with the bytes of `body_file`;
+    gRPC's after spinning `burn_us` microseconds in each call (loadtest/echo_grpc.py)."""
     port = free_port()
     module, probe = (
         ("loadtest.echo_http", http_ready)
@@ -237,6 +240,10 @@ def echo_server(transport: str, name: str, body_file: Path, log: Path) -> Server
         else ("loadtest.echo_grpc", grpc_ready)
     )
     cmd = [sys.executable, "-m", module, "--host", HOST, "--port", str(port)]
+    if burn_us:
+        if transport == "http":
+            raise ValueError("burn_us: only the gRPC echo spins")
+        cmd += ["--burn-us", f"{burn_us:g}"]
     return Server(name, [*cmd, "--body-file", str(body_file)], port, log, probe)
 
 
