@@ -29,11 +29,12 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from loadtest import prepare, stats
+from loadtest import analysis, prepare, stats
 from loadtest.clients import RunSpec, run_client
 from loadtest.servers import HOST, Server, echo_server, livefeat_server
 
@@ -118,6 +119,7 @@ def _handler_totals(server: Server) -> tuple[float, float]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     check_inputs(args.burn_us, args.data_dir)
+    started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="livefeat-grpc-share-"))
     requests = prepare.make_requests(CANDIDATES, seed=CANDIDATES, count=args.requests)
     files = prepare.write_request_files(work, requests, ["grpc"])
@@ -172,7 +174,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"work_dir": str(work), "machine": prepare.machine_info(), "client": args.client,
             "concurrency": args.concurrency, "duration_s": args.duration, "response": sizing,
             "burn_us": args.burn_us, "rounds": rounds,
-            "summary": summarize(rounds, args.burn_us)}  # fmt: skip
+            "summary": summarize(rounds, args.burn_us),
+            "elapsed_s": round(time.monotonic() - started, 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"grpc_share: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["summary"], indent=2))
+    analysis.publish(report, args.out, json.dumps(report["summary"], indent=2), "grpc_share")
     return 0
 
 
