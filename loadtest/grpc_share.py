@@ -182,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         report = measure(args)
-    except ValueError as exc:
+    except ValueError as exc:  # refused inputs
         print(f"grpc_share: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a server or a run failed (errors, no result)
+        print(f"grpc_share: {exc}", file=sys.stderr)
+        return 1
     analysis.publish(report, args.out, json.dumps(report["summary"], indent=2), "grpc_share")
     return 0
 

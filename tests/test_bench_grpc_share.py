@@ -83,6 +83,19 @@ def test_one_spin_a_negative_one_or_no_demo_data_is_refused(tmp_path: Path) -> N
     assert not out.exists()
 
 
+def test_a_failed_run_is_an_exit_code_and_no_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(args: object) -> dict[str, object]:
+        raise RuntimeError("echo-0us: 3 errors")
+
+    monkeypatch.setattr(grpc_share, "measure", failing)
+    out = tmp_path / "out.json"
+    assert grpc_share.main(["--out", str(out)]) == 1
+    assert "echo-0us: 3 errors" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_the_spin_lasts_at_least_as_long_as_asked() -> None:
     start = time.perf_counter()
     echo_grpc.spin(0.003)
