@@ -35,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import analysis, prepare, stats
-from loadtest.clients import RunSpec, run_client
+from loadtest.clients import CLIENTS as KINDS
+from loadtest.clients import RunSpec, encoding_of, run_client
+from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, echo_server, livefeat_server
 
 CANDIDATES = 100
 LIVEFEAT = "livefeat"
-CLIENTS = ("grpc", "native-grpc", "native-grpc-h2")
+CLIENTS = [kind for kind in KINDS if encoding_of(kind) == TRANSPORTS["grpc"]]
+"""The load generators that speak gRPC (those whose requests are gRPC's)."""
 
 
 def parser() -> argparse.ArgumentParser:

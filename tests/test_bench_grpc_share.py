@@ -133,3 +133,8 @@ def test_a_round_measures_livefeat_and_each_echo(demo_template: Path, tmp_path: 
     assert report["summary"]["equivalent_burn_us"] > 0
     assert report["summary"]["handler_ms"] > 0  # from livefeat's own /metrics
     assert isinstance(report["summary"]["beyond_ms"], float)
+
+
+def test_the_clients_offered_are_the_grpc_ones_and_the_default_is_among_them() -> None:
+    assert set(grpc_share.CLIENTS) == {"grpc", "native-grpc", "native-grpc-h2"}
+    assert grpc_share.parser().parse_args([]).client in grpc_share.CLIENTS
