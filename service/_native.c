@@ -1094,6 +1094,11 @@ write_scalar(char *w, char code, const unsigned char *p)
     case 'q': {
         int64_t v = (int64_t)load_u64(p);
         uint64_t magnitude = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+        if (magnitude < 10000000000000000ull) { /* 16 digits at most: no digit loop */
+            *w = '-';
+            w += v < 0;
+            return put_digits(w, magnitude, magnitude ? decimal_length(magnitude) : 1);
+        }
         char digits[24];
         char *d = format_u64(magnitude, digits + sizeof digits);
         if (v < 0)

@@ -295,11 +295,6 @@ shortest32(uint32_t m2, int32_t e2, int narrow_below, int32_t *exp10)
     return out;
 }
 
-static const char DIGIT_PAIRS[] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
 /* How many decimal digits v has (v > 0): from its bit length, log10 2 ~ 1233 / 4096. */
 static inline int32_t
 decimal_length(uint64_t v)
@@ -314,73 +309,81 @@ decimal_length(uint64_t v)
     return t + (v >= powers[t]);
 }
 
-/* The decimal digits of v, ending just before `end` (exactly decimal_length(v) of them):
- * eight at a time in 32-bit arithmetic, two per table lookup. */
-static inline void
-write_digits(char *end, uint64_t v)
+/* The eight decimal digits of v < 10^8 (leading zeros included) as ASCII, the first in
+ * the lowest byte: stored little-endian, they read in order. All eight at once in one
+ * word (SWAR): the two halves v / 10^4 and v % 10^4 in 32-bit lanes, each split by 100
+ * into 16-bit lanes and those by 10 into bytes, the divisions as multiplications by
+ * reciprocals exact for these ranges (10486 / 2^20 below 10^4, 103 / 2^10 below 100). */
+static inline uint64_t
+eight_digits(uint32_t v)
 {
-    while (v >= 100000000) {
-        uint32_t chunk = (uint32_t)(v % 100000000);
-        v /= 100000000;
-        for (int k = 0; k < 4; k++) {
-            end -= 2;
-            memcpy(end, DIGIT_PAIRS + 2 * (chunk % 100), 2);
-            chunk /= 100;
-        }
+    uint64_t x = (uint64_t)(v / 10000) | (uint64_t)(v % 10000) << 32;
+    uint64_t hundreds = ((x * 10486) >> 20) & 0x0000007F0000007Full;
+    x = hundreds | (x - 100 * hundreds) << 16;
+    uint64_t tens = ((x * 103) >> 10) & 0x000F000F000F000Full;
+    x = tens | (x - 10 * tens) << 8;
+    return x + 0x3030303030303030ull;
+}
+
+/* The n decimal digits of v (n = decimal_length(v) <= 17) at p; returns p + n. Writes
+ * 8 or 16 bytes from the first digit whatever n is (the caller's room: NUMBER_MAX):
+ * the digits of v (mod 10^16) as one word of eight (n <= 8) or two, shifted past their
+ * leading zeros. No loop runs a number of times that depends on the value: the digit
+ * loops this replaced mispredicted from one value to the next, and took more time than
+ * finding the digits (docs/design.md, "The compiled hot path"). */
+static inline char *
+put_digits(char *p, uint64_t v, int32_t n)
+{
+    if (n <= 8) {
+        uint64_t one = eight_digits((uint32_t)v) >> 8 * (8 - n);
+        memcpy(p, &one, 8);
+        return p + n;
     }
-    uint32_t w = (uint32_t)v;
-    while (w >= 100) {
-        end -= 2;
-        memcpy(end, DIGIT_PAIRS + 2 * (w % 100), 2);
-        w /= 100;
+    if (n > 16) {
+        uint64_t top = v / 10000000000000000ull;
+        *p++ = (char)('0' + top);
+        v -= top * 10000000000000000ull;
+        n = 16;
     }
-    if (w >= 10) {
-        end -= 2;
-        memcpy(end, DIGIT_PAIRS + 2 * w, 2);
-    }
-    else
-        *--end = (char)('0' + w);
+    u128 both = (u128)eight_digits((uint32_t)(v / 100000000))
+                | (u128)eight_digits((uint32_t)(v % 100000000)) << 64;
+    both >>= 8 * (16 - n);
+    memcpy(p, &both, 16);
+    return p + n;
 }
 
 /* digits * 10^exp10 as orjson writes it: plain while the decimal point is at most
  * `max_int` digits from the left (1000000000000000.0 for a double) or at most
  * -`min_frac` zeros follow it (0.00001), with ".0" after an integer; otherwise
  * d.ddde+N / d.ddde-N (1e+16, 1.25e-7). A double: 16 and -5, a float: 13 and -6.
- * The digits are written in place (no copy): where a point goes between them, they
- * are written one further right and the ones before it moved back. */
-static inline char *
+ * Every layout is written with copies of fixed sizes (put_digits), which write past
+ * the end; NUMBER_MAX bounds how far. */
+static inline __attribute__((always_inline)) char *
 write_decimal(char *p, int negative, uint64_t digits, int32_t exp10, int32_t max_int,
               int32_t min_frac)
 {
     int32_t n = decimal_length(digits);
     int32_t point = n + exp10; /* the digits before the decimal point */
-    if (negative)
-        *p++ = '-';
-    if (exp10 >= 0 && point <= max_int) {
-        write_digits(p + n, digits);
-        p += n;
-        for (int32_t k = 0; k < exp10; k++)
-            *p++ = '0';
-        *p++ = '.';
-        *p++ = '0';
-        return p;
+    *p = '-';
+    p += negative;
+    if (exp10 >= 0 && point <= max_int) { /* an integer: n + exp10 <= 16 */
+        p = put_digits(p, digits, n);
+        memcpy(p, "0000000000000000", 16);
+        p += exp10;
+        memcpy(p, ".0", 2);
+        return p + 2;
     }
-    if (point > 0 && point <= max_int) {
-        write_digits(p + n + 1, digits);
-        for (int32_t k = 0; k < point; k++)
-            p[k] = p[k + 1];
+    if (point > 0 && point <= max_int) { /* the point between digits: n - point <= 16 */
+        put_digits(p, digits, n);
+        memmove(p + point + 1, p + point, 16);
         p[point] = '.';
         return p + n + 1;
     }
-    if (point <= 0 && point > min_frac) {
-        *p++ = '0';
-        *p++ = '.';
-        for (int32_t k = 0; k < -point; k++)
-            *p++ = '0';
-        write_digits(p + n, digits);
-        return p + n;
+    if (point <= 0 && point > min_frac) { /* 0.000ddd: at most 5 zeros */
+        memcpy(p, "0.000000", 8);
+        return put_digits(p + 2 - point, digits, n);
     }
-    write_digits(p + n + 1, digits);
+    put_digits(p + 1, digits, n);
     p[0] = p[1];
     if (n > 1) {
         p[1] = '.';
@@ -401,11 +404,11 @@ write_decimal(char *p, int negative, uint64_t digits, int32_t exp10, int32_t max
 }
 
 /* The most bytes write_double and write_float write. */
-#define NUMBER_MAX 32
+#define NUMBER_MAX 40
 
 /* The value of IEEE fields (sign, biased exponent, mantissa without its implicit bit)
  * as orjson writes it: null if not finite (the exponent all ones). */
-static inline char *
+static inline __attribute__((always_inline)) char *
 write_fields(char *p, int negative, uint64_t mantissa, int32_t exponent, int32_t exponent_max,
              int32_t mantissa_bits, int32_t bias, int32_t max_int, int32_t min_frac)
 {

@@ -117,6 +117,22 @@ def test_every_control_character_quote_and_non_ascii_text_is_escaped_as_orjson_d
     assert orjson.loads(b"{" + row[1] + b"}")["v.s"] == text
 
 
+def test_integers_of_every_length_are_written_as_orjson_writes_them() -> None:
+    """int64 features: the compiled code writes up to 16 digits without a digit loop
+    (service/_shortest.h, put_digits) and longer ones with it; each side of every
+    length, zero and the extremes, both signs."""
+    codec = ViewCodec("v", [Feature("n", "int64", 0, 0)])
+    edges = {0, 1, -1, 2**63 - 1, -(2**63)}
+    for k in range(1, 19):
+        edges |= {10**k - 1, 10**k, 10**k + 1, -(10**k - 1), -(10**k), -(10**k + 1)}
+    rng = np.random.default_rng(20261208)
+    drawn = rng.integers(-(2**63), 2**63 - 1, 2_000, dtype=np.int64, endpoint=True)
+    scaled = drawn >> rng.integers(0, 63, 2_000)  # every magnitude
+    raws = [codec.encode(7, {"n": int(n)}) for n in sorted(edges) + scaled.tolist()]
+    rows = compiled.decode_rows(codec._layout, raws)
+    assert rows == [codec.decode_row_python(raw) for raw in raws]
+
+
 @pytest.mark.parametrize("bits", [0x7F800001, 0xFF800001, 0x7FBFFFFF, 0x7FC00000, 0x7F800000])
 def test_a_stored_nan_or_inf_float_gives_the_numeric_row_python_gives(bits: int) -> None:
     # A float feature holding a signalling NaN (damaged or written by another tool):
