@@ -4,14 +4,15 @@ round on one machine: server CPU per request of each, and their ratio per round.
     git worktree add /tmp/livefeat-old REV
     .venv/bin/python /tmp/livefeat-old/hatch_build.py     # its generated and compiled code
     python -m loadtest.ab --other /tmp/livefeat-old [--store cold|redis|embedded]
-        [--transports http grpc] [--rounds 10] [--duration 6] [--data-dir data/livefeat]
+        [--transports http grpc] [--candidates 100|500] [--rounds 10] [--duration 6]
+        [--data-dir data/livefeat]
 
 Two `livefeat serve` processes run at once: one on this tree, one with the other tree
 first on PYTHONPATH (the same interpreter and dependencies, the other tree's `service`
 package). With `--store cold` (the default) or `redis`, both read one redis-server of
 our own holding the rows the requests read (cold: L1 off). Each round measures both
 (the order alternates per round), once per transport, with the benchmark's client
-process (loadtest/clients.py: bundles of 100 candidates, closed loop). On a shared,
+process (loadtest/clients.py: bundles of 100 candidates, or 500, closed loop). On a shared,
 noisy machine the median of the per-round ratios says more than either median alone:
 consecutive windows of the same server differed by up to 15% (2026-12-07).
 
@@ -34,7 +35,6 @@ from loadtest.clients import RunSpec, run_client
 from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_url
 
-CANDIDATES = 100
 NAMES = ("this", "other")
 
 
@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--other", type=Path, required=True, help="the other tree (its repository root)")
     p.add_argument("--store", choices=["cold", "redis", "embedded"], default="cold")
     p.add_argument("--transports", nargs="+", choices=list(TRANSPORTS), default=list(TRANSPORTS))
+    p.add_argument("--candidates", type=int, choices=[100, 500], default=100,
+                   help="candidate rooms per bundle request (the benchmark's two sizes)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
@@ -98,7 +100,7 @@ def summarize(rounds: list[dict[str, Any]], transports: list[str]) -> dict[str, 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     check_inputs(args.other, args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="livefeat-ab-"))
-    requests = prepare.make_requests(CANDIDATES, seed=CANDIDATES, count=args.requests)
+    requests = prepare.make_requests(args.candidates, seed=args.candidates, count=args.requests)
     files = prepare.write_request_files(work, requests, args.transports)
     servers: dict[str, Server] = {}
     redis = None
@@ -144,7 +146,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if redis is not None:
             redis.stop()
     return {"work_dir": str(work), "machine": prepare.machine_info(), "other": str(args.other),
-            "store": args.store, "concurrency": args.concurrency, "duration_s": args.duration,
+            "store": args.store, "candidates": args.candidates,
+            "concurrency": args.concurrency, "duration_s": args.duration,
             "rounds": rounds, "tier_calls": calls,
             "summary": summarize(rounds, args.transports)}  # fmt: skip
 

@@ -74,3 +74,12 @@ def test_a_round_runs_both_servers_on_both_transports_over_one_redis(
         calls = report["tier_calls"][side]
         assert calls["bundles"] > 0 and calls["redis"] > 0  # L1 off: every request read Redis
     assert set(report["summary"]) == {"http", "grpc"}
+    assert report["candidates"] == 100  # the default; --candidates 500 for the other size
+
+
+def test_candidates_are_one_of_the_benchmarks_two_sizes() -> None:
+    base = ["--other", str(REPO)]
+    assert ab.parser().parse_args(base).candidates == 100
+    assert ab.parser().parse_args([*base, "--candidates", "500"]).candidates == 500
+    with pytest.raises(SystemExit):
+        ab.parser().parse_args([*base, "--candidates", "300"])
