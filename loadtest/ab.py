@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import prepare, stats
-from loadtest.clients import RunSpec, run_client
+from loadtest.clients import RunSpec, add_round_options, run_client
 from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, livefeat_server, redis_server, redis_url
 
@@ -45,11 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transports", nargs="+", choices=list(TRANSPORTS), default=list(TRANSPORTS))
     p.add_argument("--candidates", type=int, choices=[100, 500], default=100,
                    help="candidate rooms per bundle request (the benchmark's two sizes)")  # fmt: skip
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--requests", type=int, default=5000)
+    add_round_options(p, rounds=10, duration_s=6.0)
     p.add_argument("--data-dir", type=Path, default=Path("data/livefeat"))
     p.add_argument("--out", type=Path, default=Path("loadtest/results/ab.json"))
     return p

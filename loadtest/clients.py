@@ -20,6 +20,7 @@ watched server process (``/proc/PID/stat``, all threads).
 
 from __future__ import annotations
 
+import argparse
 import array
 import os
 import pickle
@@ -36,6 +37,16 @@ from loadtest import stats
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GET_BUNDLE = "/livefeat.v1.FeatureService/GetBundle"
 GRPC_CHANNELS = ("per-slot", "shared")
+
+
+def add_round_options(p: argparse.ArgumentParser, *, rounds: int, duration_s: float) -> None:
+    """The options of a script that measures servers in alternated rounds of client runs
+    (loadtest/ab.py, loadtest/grpc_share.py): rounds, and each run's RunSpec figures."""
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--duration", type=float, default=duration_s, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--requests", type=int, default=5000)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from typing import Any
 
 from loadtest import analysis, prepare, stats
 from loadtest.clients import CLIENTS as KINDS
-from loadtest.clients import RunSpec, encoding_of, run_client
+from loadtest.clients import RunSpec, add_round_options, encoding_of, run_client
 from loadtest.plan import TRANSPORTS
 from loadtest.servers import HOST, Server, echo_server, livefeat_server
 
@@ -56,11 +56,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the echoes' spins per call, in microseconds (two or more)")  # fmt: skip
     p.add_argument("--client", choices=CLIENTS, default="native-grpc-h2",
                    help="the load generator (loadtest/clients.py, loadtest/native/)")  # fmt: skip
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--requests", type=int, default=5000)
+    add_round_options(p, rounds=3, duration_s=5.0)
     p.add_argument("--out", type=Path, default=Path("loadtest/results/grpc-share.json"))
     return p
 
