@@ -34,6 +34,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "_shortest.h"
 

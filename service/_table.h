@@ -48,6 +48,47 @@ typedef struct {
     size_t hand;
 } Table;
 
+/* Slot arrays of at least this many bytes are mapped on their own, aligned to and
+ * advised for transparent huge pages (2 MB). L1's default table is 32 MB of slots: in
+ * 4 KB pages, 8,192 of them, far more than the TLB holds, so nearly every lookup's
+ * slot prefetch waited on a page walk (AMD machine of 2026-12-08: 46% of get_many's
+ * samples on the instruction after it); in huge pages, 16. Where the kernel gives
+ * none (THP off, or no huge page free), these are plain zeroed pages as before. */
+#define TABLE_HUGE ((size_t)2 << 20)
+
+static Slot *
+slots_alloc(size_t cap)
+{
+    size_t bytes = cap * sizeof(Slot);
+    if (bytes < TABLE_HUGE)
+        return PyMem_Calloc(cap, sizeof(Slot));
+    /* Over-map by one huge page and trim, so that the array starts on a 2 MB boundary
+     * (bytes is a power of two, so it ends on one too). Anonymous pages read as zero. */
+    char *raw = mmap(NULL, bytes + TABLE_HUGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    char *start = (char *)(((uintptr_t)raw + TABLE_HUGE - 1) & ~(uintptr_t)(TABLE_HUGE - 1));
+    if (start > raw)
+        munmap(raw, (size_t)(start - raw));
+    if (raw + TABLE_HUGE > start)
+        munmap(start + bytes, (size_t)(raw + TABLE_HUGE - start));
+#ifdef MADV_HUGEPAGE
+    madvise(start, bytes, MADV_HUGEPAGE); /* advice: failing it leaves small pages */
+#endif
+    return (Slot *)start;
+}
+
+static void
+slots_free(Slot *slots, size_t cap)
+{
+    size_t bytes = cap * sizeof(Slot);
+    if (bytes < TABLE_HUGE)
+        PyMem_Free(slots);
+    else
+        munmap(slots, bytes);
+}
+
 static inline uint64_t
 table_hash(PyObject *key, int *err)
 {
@@ -127,7 +168,7 @@ table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
-    t->slots = PyMem_Calloc(cap, sizeof(Slot));
+    t->slots = slots_alloc(cap);
     if (t->slots == NULL) {
         Py_DECREF(t);
         return PyErr_NoMemory();
@@ -148,7 +189,7 @@ table_release(Slot *old, size_t cap)
         Py_XDECREF(old[i].key);
         Py_XDECREF(old[i].value);
     }
-    PyMem_Free(old);
+    slots_free(old, cap);
 }
 
 /* Drop every entry (the old slots are released after the table is empty again). */
@@ -157,7 +198,7 @@ table_clear_all(Table *t)
 {
     Slot *old = t->slots;
     size_t cap = t->mask + 1;
-    Slot *fresh = PyMem_Calloc(cap, sizeof(Slot));
+    Slot *fresh = slots_alloc(cap);
     if (fresh == NULL) {
         PyErr_NoMemory();
         return -1;

@@ -247,3 +247,41 @@ def test_a_cycle_through_the_table_is_collected() -> None:
     del t, v
     gc.collect()
     assert gone() is None
+
+
+@needs_compiled
+def test_a_table_with_slots_mapped_on_their_own_is_the_same_table() -> None:
+    # From 2 MB of slots (65,536) the compiled table maps its slots itself, on huge
+    # pages where the kernel gives them (service/_table.h, slots_alloc): the same
+    # answers, through evictions, a clear (a fresh mapping) and the release of both.
+    max_rows = 40_000
+    ts = tables(max_rows)
+    assert ts[1].capacity * 32 >= 2 << 20
+    released = []
+
+    class Value:
+        def __init__(self, i: int) -> None:
+            self.i = i
+            weakref.finalize(self, released.append, i)
+
+    for n in range(max_rows + 5_000):  # 5,000 evictions
+        key = b"lf:v1:room_stats:%d" % n
+        assert len({t.put(key, 1e12, Value(n) if t is ts[1] else n) for t in ts}) == 1
+        if n % 5 == 0:
+            got = [t.get_many([key, b"lf:v1:room_stats:%d" % (n // 2)], 0.0, MISS) for t in ts]
+            assert [v if v is MISS else v.i for v in got[1]] == got[0]
+    assert len(released) == 5_000
+    assert [(k, e, ref) for k, e, _, ref in ts[1].items()] == [
+        (k, e, ref) for k, e, _, ref in ts[0].items()
+    ]
+    del got  # the last answer's values
+    for t in ts:
+        t.clear()
+        assert len(t) == 0 and t.get_many([b"lf:v1:room_stats:1"], 0.0, MISS) == [MISS]
+    gc.collect()
+    assert len(released) == max_rows + 5_000
+    big = ts[1]
+    big.put(b"k", 1e12, Value(-1))
+    del ts, big, t  # every reference to the table
+    gc.collect()
+    assert -1 in released
