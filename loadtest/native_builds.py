@@ -34,12 +34,9 @@ def load(tree: Path) -> ModuleType:
 
 
 def builds(other: Path | None) -> dict[str, ModuleType]:
-    """{"this": this tree's compiled module} and, with `other`, {"other": that tree's}.
-    ValueError if this tree's module is not compiled."""
-    mine = native._native  # the module native.py wraps
-    if mine is None:
-        raise ValueError("this tree's compiled module is not built (native=python)")
-    out = {"this": mine}
+    """{"this": service.native (this tree's compiled functions, or their Python
+    definitions where not built)} and, with `other`, {"other": that tree's module}."""
+    out = {"this": native}
     if other is not None:
         out["other"] = load(other)
     return out

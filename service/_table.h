@@ -71,8 +71,7 @@ slots_alloc(size_t cap)
     char *start = (char *)(((uintptr_t)raw + TABLE_HUGE - 1) & ~(uintptr_t)(TABLE_HUGE - 1));
     if (start > raw)
         munmap(raw, (size_t)(start - raw));
-    if (raw + TABLE_HUGE > start)
-        munmap(start + bytes, (size_t)(raw + TABLE_HUGE - start));
+    munmap(start + bytes, (size_t)(raw + TABLE_HUGE - start)); /* > 0: start < raw + 2 MB */
 #ifdef MADV_HUGEPAGE
     madvise(start, bytes, MADV_HUGEPAGE); /* advice: failing it leaves small pages */
 #endif
