@@ -27,4 +27,5 @@ export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 PYTHONPATH="
 "$OLDPWD/$py" -c "import service._native as m; assert m.__file__.startswith('$work'), m.__file__"
 "$OLDPWD/$py" -m pytest -q -p no:cacheprovider tests/core/test_native.py \
   tests/core/test_native_decode.py tests/core/test_codec_properties.py tests/core/test_codec.py \
-  tests/store/test_writebehind.py tests/store/test_table.py tests/store/test_l1.py
+  tests/store/test_writebehind.py tests/store/test_table.py tests/store/test_l1.py \
+  tests/store/test_coalesce.py tests/store/test_tiered.py

@@ -16,6 +16,12 @@
  *   unrendered(rows)                     the rows decoded without their JSON (the same)
  *   group(keys, values, decoder_of)      a tier's answer: the keys it did not have, the
  *                                        others grouped by decoder (the same)
+ *   pick(keys, values, at), put_back(out, at, keys, found)
+ *                                        a read's misses as a dict, and what the tiers
+ *                                        found put in their places (the same)
+ *   take(found, fill, keys, rows, raws)  a tier's decoded rows, taken (the same)
+ *   claim(flights, wanted, flight), release(flights, keys, flight)
+ *                                        single flight's bookkeeping (store/coalesce.py)
  *   resp_command(args)                   a Redis command in RESP (store/resp.py)
  *   resolve(got, now_ms, max_age_ms, default_row, unavailable, statuses)
  *                                        a view's statuses and ages (core/service.py)
@@ -319,6 +325,184 @@ fail:
     Py_XDECREF(still);
     Py_XDECREF(groups);
     return NULL;
+}
+
+/* The index `at[j]` (an int) checked against a list of n items; -1 with IndexError. */
+static Py_ssize_t
+index_in(PyObject *at, Py_ssize_t j, Py_ssize_t n)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(at, j));
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return -1;
+    }
+    return i;
+}
+
+/* pick(keys: list, values: list, at: list[int]) -> dict: {keys[i]: values[i] for i in
+ * at} (ReadThrough.get_many: the keys L1 missed, with their decoders). */
+static PyObject *
+pick(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("pick", nargs, 3) < 0)
+        return NULL;
+    PyObject *keys = args[0], *values = args[1], *at = args[2];
+    if (!need(keys, PyList_Check(keys), "a list") || !need(values, PyList_Check(values), "a list")
+        || !need(at, PyList_Check(at), "a list"))
+        return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(at); j++) {
+        Py_ssize_t n = PyList_GET_SIZE(keys), m = PyList_GET_SIZE(values);
+        Py_ssize_t i = index_in(at, j, n < m ? n : m);
+        if (i < 0)
+            goto fail;
+        if (PyDict_SetItem(out, PyList_GET_ITEM(keys, i), PyList_GET_ITEM(values, i)) < 0)
+            goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* put_back(out: list, at: list[int], keys: list, found: dict) -> None: out[i] =
+ * found[keys[i]] for i in at, KeyError for a key found lacks (ReadThrough.get_many:
+ * what the tiers found, put where L1 missed). */
+static PyObject *
+put_back(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("put_back", nargs, 4) < 0)
+        return NULL;
+    PyObject *out = args[0], *at = args[1], *keys = args[2], *found = args[3];
+    if (!need(out, PyList_Check(out), "a list") || !need(at, PyList_Check(at), "a list")
+        || !need(keys, PyList_Check(keys), "a list") || !need(found, PyDict_Check(found), "a dict"))
+        return NULL;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(at); j++) {
+        Py_ssize_t n = PyList_GET_SIZE(keys), m = PyList_GET_SIZE(out);
+        Py_ssize_t i = index_in(at, j, n < m ? n : m);
+        if (i < 0)
+            return NULL;
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *value = PyDict_GetItemWithError(found, key); /* borrowed */
+        if (value == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, key);
+            return NULL;
+        }
+        Py_INCREF(value);
+        if (PyList_SetItem(out, i, value) < 0) /* steals value, releases the old item */
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* take(found: dict, fill: list, keys: list, rows: list, raws: list) -> bool: where every
+ * row is a tuple (a decoded row, not a CorruptValue), found[key] = row and (key, raw)
+ * appended to fill for each, in order, and True; else False, and nothing changed
+ * (ReadThrough._take: what a tier returned, decoded). */
+static PyObject *
+take(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("take", nargs, 5) < 0)
+        return NULL;
+    PyObject *found = args[0], *fill = args[1], *keys = args[2], *rows = args[3], *raws = args[4];
+    if (!need(found, PyDict_Check(found), "a dict") || !need(fill, PyList_Check(fill), "a list")
+        || !need(keys, PyList_Check(keys), "a list") || !need(rows, PyList_Check(rows), "a list")
+        || !need(raws, PyList_Check(raws), "a list"))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(rows) != n || PyList_GET_SIZE(raws) != n) {
+        PyErr_SetString(PyExc_ValueError, "take: keys, rows and raws differ in length");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyTuple_CheckExact(PyList_GET_ITEM(rows, i)))
+            Py_RETURN_FALSE;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (PyDict_SetItem(found, key, PyList_GET_ITEM(rows, i)) < 0
+            || append_new(fill, PyTuple_Pack(2, key, PyList_GET_ITEM(raws, i))) < 0)
+            return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* claim(flights: dict, wanted: dict, flight) -> (mine, others): `others` maps each key
+ * of `wanted` that `flights` holds to its flight there; `mine` holds the rest with
+ * their values (`wanted` itself when that is all of it), each of which `flights` now
+ * maps to `flight` (coalesce.py: the fetches under way, and a new one). */
+static PyObject *
+claim(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("claim", nargs, 3) < 0)
+        return NULL;
+    PyObject *flights = args[0], *wanted = args[1], *flight = args[2];
+    if (!need(flights, PyDict_Check(flights), "a dict")
+        || !need(wanted, PyDict_Check(wanted), "a dict"))
+        return NULL;
+    PyObject *others = PyDict_New(), *mine = NULL, *key, *value;
+    if (others == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    if (PyDict_GET_SIZE(flights)) {
+        while (PyDict_Next(wanted, &pos, &key, &value)) {
+            PyObject *f = PyDict_GetItemWithError(flights, key); /* borrowed */
+            if (f == NULL && PyErr_Occurred())
+                goto fail;
+            if (f != NULL && PyDict_SetItem(others, key, f) < 0)
+                goto fail;
+        }
+    }
+    if (PyDict_GET_SIZE(others) == 0) {
+        mine = Py_NewRef(wanted);
+    }
+    else {
+        mine = PyDict_New();
+        if (mine == NULL)
+            goto fail;
+        for (pos = 0; PyDict_Next(wanted, &pos, &key, &value);) {
+            int in = PyDict_Contains(others, key);
+            if (in < 0 || (!in && PyDict_SetItem(mine, key, value) < 0))
+                goto fail;
+        }
+    }
+    for (pos = 0; PyDict_Next(mine, &pos, &key, &value);) {
+        if (PyDict_SetItem(flights, key, flight) < 0)
+            goto fail;
+    }
+    PyObject *both = PyTuple_Pack(2, mine, others);
+    Py_DECREF(mine);
+    Py_DECREF(others);
+    return both;
+fail:
+    Py_XDECREF(mine);
+    Py_DECREF(others);
+    return NULL;
+}
+
+/* release(flights: dict, keys: dict, flight) -> None: delete from `flights` each of
+ * `keys` it maps to `flight` itself (coalesce.py: a fetch that ended). */
+static PyObject *
+release(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args("release", nargs, 3) < 0)
+        return NULL;
+    PyObject *flights = args[0], *keys = args[1], *flight = args[2], *key, *value;
+    if (!need(flights, PyDict_Check(flights), "a dict") || !need(keys, PyDict_Check(keys), "a dict"))
+        return NULL;
+    for (Py_ssize_t pos = 0; PyDict_Next(keys, &pos, &key, &value);) {
+        PyObject *f = PyDict_GetItemWithError(flights, key); /* borrowed */
+        if (f == NULL && PyErr_Occurred())
+            return NULL;
+        if (f == flight && PyDict_DelItem(flights, key) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* resp_command(args: tuple | list of bytes) -> bytes: the command in RESP, an array of
@@ -1562,6 +1746,16 @@ static PyMethodDef methods[] = {
      "misses(values, miss): the indexes of the items that are miss."},
     {"group", (PyCFunction)(void (*)(void))group, METH_FASTCALL,
      "group(keys, values, decoder_of): (keys without a value, {decoder: (keys, values)})."},
+    {"pick", (PyCFunction)(void (*)(void))pick, METH_FASTCALL,
+     "pick(keys, values, at): {keys[i]: values[i] for i in at}."},
+    {"put_back", (PyCFunction)(void (*)(void))put_back, METH_FASTCALL,
+     "put_back(out, at, keys, found): out[i] = found[keys[i]] for i in at."},
+    {"take", (PyCFunction)(void (*)(void))take, METH_FASTCALL,
+     "take(found, fill, keys, rows, raws): rows into found and fill if all are tuples."},
+    {"claim", (PyCFunction)(void (*)(void))claim, METH_FASTCALL,
+     "claim(flights, wanted, flight): (mine, others); flights maps mine's keys to flight."},
+    {"release", (PyCFunction)(void (*)(void))release, METH_FASTCALL,
+     "release(flights, keys, flight): delete the keys flights maps to flight."},
     {"resp_command", (PyCFunction)resp_command, METH_O,
      "resp_command(args): the command in RESP, an array of bulk strings."},
     {"unrendered", (PyCFunction)unrendered, METH_O,

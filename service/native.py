@@ -248,6 +248,61 @@ def py_group(
     return still, groups
 
 
+def py_pick(keys: list[bytes], values: list[Any], at: list[int]) -> dict[bytes, Any]:
+    """{keys[i]: values[i] for i in at}: a read's misses, with their decoders."""
+    return {keys[i]: values[i] for i in at}
+
+
+def py_put_back(out: list[Any], at: list[int], keys: list[bytes], found: dict[bytes, Any]) -> None:
+    """out[i] = found[keys[i]] for i in at (KeyError for a key `found` lacks)."""
+    for i in at:
+        out[i] = found[keys[i]]
+
+
+def py_take(
+    found: dict[bytes, Any],
+    fill: list[tuple[bytes, bytes]],
+    keys: list[bytes],
+    rows: list[Any],
+    raws: list[bytes],
+) -> bool:
+    """Where every row is a tuple (a decoded row, not a CorruptValue): found[key] = row
+    and (key, raw) appended to `fill` for each, in order, and True; else False, and
+    nothing changed."""
+    if not len(keys) == len(rows) == len(raws):
+        raise ValueError("take: keys, rows and raws differ in length")
+    if any(type(row) is not tuple for row in rows):
+        return False
+    found.update(zip(keys, rows, strict=True))
+    fill += zip(keys, raws, strict=True)
+    return True
+
+
+def py_claim(
+    flights: dict[bytes, Any], wanted: dict[bytes, Any], flight: Any
+) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
+    """(mine, others): `others` maps each key of `wanted` that `flights` holds to its
+    flight there; `mine` holds the rest with their values (`wanted` itself when that is
+    all of it), and `flights` now maps each of them to `flight`."""
+    others: dict[bytes, Any] = {}
+    if flights:
+        for key in wanted:
+            f = flights.get(key)
+            if f is not None:
+                others[key] = f
+    mine = {k: v for k, v in wanted.items() if k not in others} if others else wanted
+    for key in mine:
+        flights[key] = flight
+    return mine, others
+
+
+def py_release(flights: dict[bytes, Any], keys: dict[bytes, Any], flight: Any) -> None:
+    """Delete from `flights` each of `keys` that it maps to `flight` itself."""
+    for key in keys:
+        if flights.get(key) is flight:
+            del flights[key]
+
+
 def py_resp_command(args: Sequence[bytes]) -> bytes:
     """A Redis command in RESP: an array of bulk strings."""
     if not all(type(a) is bytes for a in args):
@@ -456,6 +511,19 @@ Table: Callable[..., PyTable] = _native.Table if _native is not None else PyTabl
 misses: Callable[[list[Any], Any], list[int]] = _native.misses if _native is not None else py_misses
 group: Callable[..., tuple[list[bytes], dict[Any, tuple[list[bytes], list[Any]]]]] = (
     _native.group if _native is not None else py_group
+)
+pick: Callable[[list[bytes], list[Any], list[int]], dict[bytes, Any]] = (
+    _native.pick if _native is not None else py_pick
+)
+put_back: Callable[[list[Any], list[int], list[bytes], dict[bytes, Any]], None] = (
+    _native.put_back if _native is not None else py_put_back
+)
+take: Callable[..., bool] = _native.take if _native is not None else py_take
+claim: Callable[..., tuple[dict[bytes, Any], dict[bytes, Any]]] = (
+    _native.claim if _native is not None else py_claim
+)
+release: Callable[[dict[bytes, Any], dict[bytes, Any], Any], None] = (
+    _native.release if _native is not None else py_release
 )
 resp_command: Callable[[Sequence[bytes]], bytes] = (
     _native.resp_command if _native is not None else py_resp_command

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from service import native
 from service.store.base import UNAVAILABLE
 
 K = bytes
@@ -134,23 +135,13 @@ class Coalescer(Generic[D]):
     def _launch(self, missed: dict[K, D]) -> tuple[Flight | None, dict[K, Flight]]:
         """A new flight for the keys no flight under way covers (None if there are none),
         and the flights under way that cover the others."""
-        flights = self._flights
-        others: dict[K, Flight] = {}
-        mine = missed
-        if flights:
-            for key in missed:
-                f = flights.get(key)
-                if f is not None:
-                    others[key] = f
-            if others:
-                mine = {k: d for k, d in missed.items() if k not in others}
+        flight = Flight()
+        mine, others = native.claim(self._flights, missed, flight)  # per key, compiled
         if not mine:
             return None, others
-        flight = Flight()
         task = asyncio.get_running_loop().create_task(self._run(mine, flight))
         flight.task = task
         self._tasks.add(task)
-        flights.update(dict.fromkeys(mine, flight))
         return flight, others
 
     async def _run(self, keys: dict[K, D], flight: Flight) -> dict[K, Any]:
@@ -160,10 +151,7 @@ class Coalescer(Generic[D]):
             log.exception("a fetch of %d keys failed", len(keys))
             return {}
         finally:
-            flights = self._flights
-            for key in keys:
-                if flights.get(key) is flight:
-                    del flights[key]
+            native.release(self._flights, keys, flight)
             self._tasks.discard(flight.task)  # type: ignore[arg-type]
 
     def forget(self, keys: Sequence[K] | Any) -> None:

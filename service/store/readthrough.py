@@ -56,11 +56,8 @@ def _decode_all(decode: Decoder[V], raws: list[bytes], batch: bool) -> list[Any]
     many = getattr(decode, "decode_rows", None) if batch else None
     if many is None:
         return [_decode_one(decode, raw) for raw in raws]
-    return many(raws)  # type: ignore[no-any-return]
-
-
-# What a decoded row is (service/core/codec.py: Row); a CorruptValue is not one.
-_ROW_TYPES = frozenset({tuple})
+    rows = many(raws)
+    return rows if type(rows) is list else list(rows)
 
 
 class ReadThrough(Generic[V]):
@@ -127,6 +124,7 @@ class ReadThrough(Generic[V]):
         self, keys: Sequence[bytes], decoders: Sequence[Decoder[V]], timeout_s: float | None = None
     ) -> list[Any]:
         """Rows aligned with `keys` (see `read`); `decoders[i]` decodes `keys[i]`."""
+        keys = keys if type(keys) is list else list(keys)
         out = self.l1.get_many(keys)
         self._calls += 1
         if not self._calls % REFRESH_CHECK_EVERY:
@@ -136,7 +134,8 @@ class ReadThrough(Generic[V]):
         if not at:
             return out
         self._l1_miss.inc(len(at))
-        missed = {keys[i]: decoders[i] for i in at}
+        decoders = decoders if type(decoders) is list else list(decoders)
+        missed = native.pick(keys, decoders, at)  # {keys[i]: decoders[i] for i in at}
         found: dict[bytes, Any] = {}
         if self._immediate:
             found, rest = self._fetch_now(missed)
@@ -149,8 +148,7 @@ class ReadThrough(Generic[V]):
                 found.update(got)
             else:
                 found = got
-        for i in at:  # `out` is L1's fresh list: filled in where it missed
-            out[i] = found[keys[i]]
+        native.put_back(out, at, keys, found)  # `out` is L1's fresh list: where it missed
         return out
 
     def _render(self, keys: Sequence[bytes], decoders: Sequence[Any], got: list[Any]) -> None:
@@ -249,9 +247,7 @@ class ReadThrough(Generic[V]):
             if not self._bare and not hasattr(decode, "render"):
                 self._bare = True  # from now on, readers that render check their rows
             rows = _decode_all(decode, raws, len(raws) >= BATCH_DECODE_KEYS)
-            if set(map(type, rows)) <= _ROW_TYPES:  # no CorruptValue: rows are tuples
-                found.update(zip(group_keys, rows, strict=True))
-                fill += zip(group_keys, raws, strict=True)
+            if native.take(found, fill, group_keys, rows, raws):  # no CorruptValue
                 continue
             for key, raw, row in zip(group_keys, raws, rows, strict=True):
                 if isinstance(row, CorruptValue):

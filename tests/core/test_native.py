@@ -111,6 +111,75 @@ def test_grouping_refuses_a_key_without_decoder_or_unequal_lengths() -> None:
         compiled.group((b"a",), [b"1"], {b"a": DECODERS[0]})
 
 
+@given(data=st.data(), keys=st.lists(st.binary(max_size=12), max_size=150))
+def test_misses_are_picked_and_put_back_the_same(data: st.DataObject, keys: list[bytes]) -> None:
+    decoders = [DECODERS[len(k) % 3] for k in keys]
+    at = data.draw(st.lists(st.integers(0, len(keys) - 1), max_size=150)) if keys else []
+    missed = compiled.pick(keys, decoders, at)
+    assert missed == native.py_pick(keys, decoders, at) == {keys[i]: decoders[i] for i in at}
+    assert list(missed) == list(dict.fromkeys(keys[i] for i in at))  # the order of `at`
+    found = {key: (len(key), key) for key in missed}
+    out, want = [MISS] * len(keys), [MISS] * len(keys)
+    assert compiled.put_back(out, at, keys, found) is None
+    native.py_put_back(want, at, keys, found)
+    assert out == want
+    assert all(out[i] == (len(keys[i]), keys[i]) for i in at)
+    assert all(out[i] is MISS for i in set(range(len(keys))) - set(at))
+
+
+def test_pick_and_put_back_refuse_bad_indexes_and_missing_keys() -> None:
+    for pick in (compiled.pick, native.py_pick):
+        with pytest.raises(IndexError):
+            pick([b"a"], [1], [1])
+        with pytest.raises(IndexError):
+            pick([b"a", b"b"], [1], [1])  # past the shorter list
+    for put_back in (compiled.put_back, native.py_put_back):
+        with pytest.raises(KeyError):
+            put_back([MISS], [0], [b"a"], {b"b": 1})
+        with pytest.raises(IndexError):
+            put_back([MISS], [1], [b"a", b"b"], {b"b": 1})
+    with pytest.raises(IndexError):
+        compiled.pick([b"a"], [1], [-1])  # an index, not a position from the end
+    with pytest.raises(TypeError, match="list"):
+        compiled.pick((b"a",), [1], [0])
+    with pytest.raises(TypeError, match="dict"):
+        compiled.put_back([MISS], [0], [b"a"], [(b"a", 1)])
+
+
+FLIGHTS = (object(), object())
+
+
+@given(
+    held=st.dictionaries(st.binary(max_size=4), st.sampled_from(FLIGHTS), max_size=40),
+    wanted=st.dictionaries(st.binary(max_size=4), st.sampled_from(DECODERS), max_size=40),
+    ended=st.lists(st.binary(max_size=4), max_size=40),
+)
+def test_flights_are_claimed_and_released_the_same(
+    held: dict[bytes, Any], wanted: dict[bytes, Any], ended: list[bytes]
+) -> None:
+    flight = object()
+    flights, py_flights = dict(held), dict(held)
+    mine, others = compiled.claim(flights, wanted, flight)
+    want_mine, want_others = native.py_claim(py_flights, wanted, flight)
+    assert (mine, others, flights) == (want_mine, want_others, py_flights)
+    assert list(mine) == list(want_mine) and list(flights) == list(py_flights)
+    assert others == {k: held[k] for k in wanted if k in held}
+    assert mine == {k: d for k, d in wanted.items() if k not in held}
+    assert (mine is wanted) == (not others)  # no copy when nothing is under way
+    assert all(flights[k] is flight for k in mine)
+    keys = dict.fromkeys([*mine, *ended])
+    compiled.release(flights, keys, flight)
+    native.py_release(py_flights, keys, flight)
+    assert flights == py_flights == {k: f for k, f in held.items() if k not in mine}
+
+
+def test_claim_and_release_refuse_what_is_not_a_dict() -> None:
+    with pytest.raises(TypeError, match="dict"):
+        compiled.claim([], {}, object())
+    with pytest.raises(TypeError, match="dict"):
+        compiled.release({}, [b"a"], object())
+
+
 @given(args=st.lists(st.binary(max_size=600), max_size=120))
 def test_a_redis_command_is_packed_as_hiredis_packs_it(args: list[bytes]) -> None:
     want = hiredis.pack_command(tuple(args)) if args else b"*0\r\n"
