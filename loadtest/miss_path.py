@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
 ROW = (1_733_000_000_000, b'"v.f":1', b"", (), ())  # a decoded row (codec.py: Row)
 
 
